@@ -1,0 +1,1 @@
+"""Pure domain: specs, params, features, metrics, thresholds. No I/O frameworks."""

@@ -1,0 +1,50 @@
+"""The churnops exception tree.
+
+Every error a user can cause carries a one-line message that names the
+field, column or rule at fault; the CLI prints it and exits non-zero, the
+HTTP layer maps it to a status once.
+
+    ChurnopsError
+    ├── ConfigError          bad settings, params.yaml or dataset spec
+    ├── DataError            input data unusable before validation (missing file, empty, missing column)
+    │   └── ValidationFailed data failed the expectation suite (carries the report path)
+    ├── TrainingError        no candidate could be trained within the budget
+    ├── RegistryError        MLflow registry unreachable or a model version/alias is missing
+    └── NotFound             a requested entity (customer, model version) does not exist
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ChurnopsError(Exception):
+    """Base class: `str(err)` is a complete one-line message for the user."""
+
+
+class ConfigError(ChurnopsError):
+    """Settings, params or a dataset spec are invalid."""
+
+
+class DataError(ChurnopsError):
+    """The input data cannot be used (missing, empty, wrong columns or types)."""
+
+
+class ValidationFailed(DataError):
+    """The data failed its expectation suite; `report` points at the written report."""
+
+    def __init__(self, message: str, report: Path | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class TrainingError(ChurnopsError):
+    """No usable candidate model came out of training."""
+
+
+class RegistryError(ChurnopsError):
+    """The model registry failed or lacks the requested version or alias."""
+
+
+class NotFound(ChurnopsError):
+    """A requested entity does not exist."""

@@ -1,0 +1,1 @@
+"""Built-in dataset specs shipped with churnops."""
