@@ -40,14 +40,42 @@ class CountFeature(BaseModel):
     value: str
 
 
+_TELCO_SERVICES = (
+    "PhoneService",
+    "OnlineSecurity",
+    "OnlineBackup",
+    "DeviceProtection",
+    "TechSupport",
+    "StreamingTV",
+    "StreamingMovies",
+)
+
+
+def _default_buckets() -> dict[str, tuple[float, ...]]:
+    edges: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0)
+    return {"tenure": edges, "tenure_months": edges}
+
+
 class FeatureParams(BaseModel):
-    """Engineered features; each applies only when the spec has all the columns it names."""
+    """Engineered features; each applies only when the spec has all the columns it names.
+
+    The defaults mirror the repository's params.yaml (a test keeps them equal), so
+    running outside a checkout engineers the same features.
+    """
 
     model_config = _FROZEN
-    buckets: dict[str, tuple[float, ...]] = Field(default_factory=dict)  # column -> bucket edges
-    ratios: dict[str, tuple[str, str]] = Field(default_factory=dict)  # name -> (numerator, denominator)
-    counts: dict[str, CountFeature] = Field(default_factory=dict)
-    crosses: tuple[tuple[str, str], ...] = ()
+    buckets: dict[str, tuple[float, ...]] = Field(default_factory=_default_buckets)  # column -> edges
+    ratios: dict[str, tuple[str, str]] = Field(  # name -> (numerator, denominator)
+        default_factory=lambda: {
+            "charges_per_month_of_tenure": ("TotalCharges", "tenure"),
+            "total_charges_per_month": ("total_charges", "tenure_months"),
+            "charges_per_service": ("monthly_charges", "num_services"),
+        }
+    )
+    counts: dict[str, CountFeature] = Field(
+        default_factory=lambda: {"n_services": CountFeature(columns=_TELCO_SERVICES, value="Yes")}
+    )
+    crosses: tuple[tuple[str, str], ...] = (("Contract", "InternetService"), ("contract", "internet_service"))
     max_categories: int = Field(50, ge=2)  # rarer categories share the 'unknown' encoding
 
 

@@ -1,0 +1,44 @@
+# One task vocabulary for developers, hooks and CI.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+PYTHON  ?= python3
+STAMP   := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit integration bench clean
+
+install: $(STAMP)
+
+# uv installs the stack in seconds where pip takes a minute; plain pip is the fallback.
+$(STAMP): pyproject.toml
+	@if $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv >/dev/null 2>&1; then \
+		$(PYTHON) -m uv venv -q --allow-existing -p $(PYTHON) $(VENV) && \
+		$(PYTHON) -m uv pip install -q -p $(PY) -e '.[serve,dev]'; \
+	else \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q -e '.[serve,dev]'; \
+	fi
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/churnops demo
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest -q -m "unit and not slow"
+
+integration: install
+	$(BIN)/pytest -q -m integration
+
+bench: install
+	$(PY) bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) .churnops .pytest_cache .mypy_cache .ruff_cache

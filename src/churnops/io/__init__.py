@@ -1,0 +1,1 @@
+"""Adapters with side effects: files, stores, registry, validation, plots."""

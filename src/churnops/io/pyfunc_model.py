@@ -1,0 +1,46 @@
+"""The MLflow pyfunc wrapper around a ModelBundle: `mlflow models serve` and `pyfunc.load_model` use it."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel
+
+from churnops.core.bundle import ModelBundle
+
+BUNDLE_ARTIFACT = "bundle"
+BUNDLE_FILE = "bundle.pkl"
+
+
+def save_bundle(bundle: ModelBundle, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump(bundle, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def load_bundle(path: Path) -> ModelBundle:
+    with path.open("rb") as handle:
+        bundle = pickle.load(handle)
+    if not isinstance(bundle, ModelBundle):
+        raise TypeError(f"{path} does not hold a churnops ModelBundle")
+    return bundle
+
+
+class ChurnModel(PythonModel):
+    """predict(raw DataFrame) -> churn probabilities; the bundle travels as an artifact."""
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        # One thread per request path: OpenMP pools fight each other across workers.
+        booster = getattr(self.bundle.classifier, "booster", None)
+        if booster is not None and hasattr(booster, "set_param"):
+            booster.set_param({"nthread": 1})
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # untyped: MLflow reads hints as a schema
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return np.asarray(self.bundle.predict_proba(frame), dtype=np.float64)

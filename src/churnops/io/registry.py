@@ -1,0 +1,196 @@
+"""MLflow adapter: candidate runs with lineage, the registered pyfunc model, aliases, listings."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from churnops.core.bundle import ModelBundle
+from churnops.errors import RegistryError
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LISTED_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall")
+# Dependencies of the pyfunc model, listed so MLflow does not spend 8-17 s inferring them.
+PIP_REQUIREMENTS = ["numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "pyarrow", "churnops"]
+
+
+class MlflowRegistry:
+    """Tracking and registry on one URI (SQLite + local artifacts by default, or an MLflow server)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None, experiment: str = "churnops") -> None:
+        # Every HTTP call to a tracking server gets a bounded timeout and few retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.mlflow = mlflow
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.artifact_root = artifact_root
+        self.experiment = experiment
+
+    # -- runs ------------------------------------------------------------------------
+
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.artifact_root is not None:
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+            location = (self.artifact_root / self.experiment).as_uri()
+        return str(self.client.create_experiment(self.experiment, artifact_location=location))
+
+    @contextmanager
+    def run(self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> Iterator[str]:
+        """An MLflow run that ends FAILED when its body raises."""
+        run_tags = dict(tags) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+        run = self.client.create_run(self.experiment_id(), tags=run_tags, run_name=name)
+        run_id = str(run.info.run_id)
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def log_run_data(
+        self,
+        run_id: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        artifacts: Sequence[Path] = (),
+        artifact_path: str | None = None,
+    ) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if not math.isnan(v)],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        )
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # -- models ----------------------------------------------------------------------
+
+    def log_model(
+        self, run_id: str, bundle_path: Path, model_name: str, input_example: Any, tags: Mapping[str, str]
+    ) -> str:
+        """Log the pyfunc model in `run_id`, register it under `model_name`; returns the version."""
+        from mlflow.models import infer_signature
+
+        from churnops.io.pyfunc_model import BUNDLE_ARTIFACT, ChurnModel
+
+        signature = infer_signature(input_example, [0.5] * len(input_example))
+        with self.mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            info = self.mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ChurnModel(),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
+                pip_requirements=PIP_REQUIREMENTS,
+                signature=signature,
+                input_example=input_example,
+            )
+        self._ensure_registered(model_name)
+        version = self.client.create_model_version(model_name, info.model_uri, run_id=run_id, tags=dict(tags))
+        return str(version.version)
+
+    def _ensure_registered(self, model_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(model_name)
+        except MlflowException:
+            self.client.create_registered_model(
+                model_name,
+                description="Churn model registered by churnops (pyfunc: raw rows -> probability).",
+            )
+
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, alias, version)
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        if self.alias_version(model_name, alias) is not None:
+            self.client.delete_registered_model_alias(model_name, alias)
+
+    def model_names(self) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models())
+
+    def version_exists(self, model_name: str, version: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(model_name, version)
+        except MlflowException:
+            return False
+        return True
+
+    def list_versions(self, model_name: str | None = None) -> list[dict[str, Any]]:
+        """Every version as `{name, version, aliases, metrics, threshold, dataset, run_id}`, newest first."""
+        names = [model_name] if model_name else self.model_names()
+        listed: list[dict[str, Any]] = []
+        for name in names:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+            listed.extend(self._describe(mv) for mv in sorted(versions, key=lambda v: -int(v.version)))
+        return listed
+
+    def _describe(self, mv: Any) -> dict[str, Any]:
+        metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        tags = mv.tags or {}
+        threshold = tags.get("threshold")
+        return {
+            "name": mv.name,
+            "version": str(mv.version),
+            "aliases": sorted(mv.aliases or []),
+            "metrics": {k: metrics.get(k) for k in LISTED_METRICS},
+            "threshold": float(threshold) if threshold is not None else None,
+            "dataset": {
+                "spec": tags.get("dataset.spec"),
+                "content_hash": tags.get("dataset.content_hash"),
+                "rows": int(tags["dataset.rows"]) if "dataset.rows" in tags else None,
+            },
+            "run_id": mv.run_id,
+        }
+
+    def load_bundle(self, model_name: str, ref: str) -> ModelBundle:
+        """The ModelBundle of `models:/NAME@alias` or `models:/NAME/version`."""
+        from churnops.io.pyfunc_model import BUNDLE_FILE, load_bundle
+
+        uri = f"models:/{model_name}@{ref}" if not ref.isdigit() else f"models:/{model_name}/{ref}"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(self.mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                found = next(local.rglob(BUNDLE_FILE), None)
+                if found is None:
+                    raise RegistryError(f"{uri} has no {BUNDLE_FILE}: not a churnops model")
+                return load_bundle(found)
+        except RegistryError:
+            raise
+        except Exception as err:
+            raise RegistryError(f"cannot load {uri}: {err}") from err

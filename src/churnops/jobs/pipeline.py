@@ -1,0 +1,92 @@
+"""The whole pipeline in one process: ingest -> validate -> featurize -> train -> evaluate -> register."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from churnops.core.params import Params
+from churnops.core.spec import DatasetSpec
+from churnops.io.offline_store import SqlOfflineStore
+from churnops.io.registry import MlflowRegistry
+from churnops.jobs.workdir import Workdir
+from churnops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+StageHook = Callable[[str, str], None]  # (stage, event) with event in {"start", "done", "detail:..."}
+
+
+def default_workdir(settings: Settings) -> Workdir:
+    return Workdir(settings.home / "pipeline")
+
+
+@contextmanager
+def offline_store(settings: Settings) -> Iterator[SqlOfflineStore]:
+    store = SqlOfflineStore(settings.offline_store_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def registry_for(settings: Settings) -> MlflowRegistry:
+    settings.ensure_home()
+    return MlflowRegistry(settings.tracking_uri, settings.artifact_root, settings.experiment_name)
+
+
+def run_stage(
+    stage: str,
+    workdir: Workdir,
+    params: Params,
+    settings: Settings,
+    data: Path | None = None,
+    spec: DatasetSpec | None = None,
+    hook: StageHook | None = None,
+) -> Any:
+    """Run one stage (the unit DVC calls); inputs come from the workdir."""
+    from churnops.jobs import evaluate, featurize, ingest, register, train, validate
+
+    if stage == "ingest":
+        if data is None or spec is None:
+            raise ValueError("ingest needs --data and --spec")
+        return ingest.ingest(data, spec, workdir)
+    if stage == "validate":
+        return validate.validate(workdir, params.validation, settings.ensure_home())
+    if stage == "featurize":
+        with offline_store(settings) as store:
+            return featurize.featurize(workdir, params, store)
+    if stage == "train":
+        detail = (lambda text: hook(stage, f"detail:{text}")) if hook else None
+        return train.train(workdir, params.training, detail)
+    if stage == "evaluate":
+        return evaluate.evaluate(workdir, params)
+    if stage == "register":
+        return register.register(workdir, params, settings, registry_for(settings))
+    raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}")
+
+
+def run_pipeline(
+    data: Path,
+    spec: DatasetSpec,
+    params: Params,
+    settings: Settings,
+    workdir: Workdir,
+    hook: StageHook | None = None,
+) -> dict[str, Any]:
+    """Run every stage in order; the first failure stops everything downstream."""
+    results: dict[str, Any] = {}
+    for stage in STAGES:
+        started = time.perf_counter()
+        if hook:
+            hook(stage, "start")
+        results[stage] = run_stage(stage, workdir, params, settings, data, spec, hook)
+        logger.info("stage %s done in %.1f s", stage, time.perf_counter() - started)
+        if hook:
+            hook(stage, "done")
+    return results

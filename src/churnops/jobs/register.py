@@ -1,0 +1,153 @@
+"""Register: one MLflow run per candidate, the chosen one as a pyfunc model version, then aliases."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pickle
+from typing import Any
+
+from sklearn.metrics import roc_auc_score
+
+from churnops.core.model_card import ModelCardData, render_model_card
+from churnops.core.params import Params
+from churnops.core.promotion import decide_aliases
+from churnops.core.schema import target_labels
+from churnops.core.split import HOLDOUT
+from churnops.errors import ChurnopsError
+from churnops.io.registry import CHALLENGER, CHAMPION, MlflowRegistry
+from churnops.jobs.featurize import load_split
+from churnops.jobs.lineage import lineage_tags
+from churnops.jobs.train import load_training
+from churnops.jobs.validate import save_reference
+from churnops.jobs.workdir import Workdir, read_json, write_json
+from churnops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def register(
+    workdir: Workdir, params: Params, settings: Settings, registry: MlflowRegistry
+) -> dict[str, Any]:
+    """Log candidate runs, register the chosen model, set aliases; write `registration.json`."""
+    meta, training = workdir.read_meta(), load_training(workdir)
+    report = read_json(workdir.require(workdir.metrics, "evaluate"))
+    spec = workdir.read_spec()
+    model_name = settings.resolved_model_name(spec.name)
+    tags = lineage_tags(meta)
+    chosen = training["chosen"]
+    version = ""
+    with registry.run(f"pipeline-{spec.name}", tags | {"churnops.kind": "pipeline"}) as parent_id:
+        for name in training["candidates"]:
+            with registry.run(
+                name, tags | {"candidate": name, "chosen": str(name == chosen)}, parent_id
+            ) as run_id:
+                registry.log_run_data(
+                    run_id, _candidate_params(params, name), _run_metrics(name, report, training)
+                )
+                if name == chosen:
+                    version = _log_chosen(workdir, registry, run_id, model_name, tags, report, training)
+    champion_auc, champion_version = _champion_score(workdir, registry, model_name, version)
+    new_auc = report["candidates"][chosen]["holdout"]["roc_auc"]
+    decision = decide_aliases(new_auc, champion_auc, champion_version)
+    _apply(registry, model_name, version, decision.champion, decision.challenger)
+    if decision.champion:
+        save_reference(settings.home, spec, workdir.read_snapshot())
+    result = {
+        "model_name": model_name,
+        "version": version,
+        "champion": decision.champion,
+        "challenger": decision.challenger,
+        "reason": decision.reason,
+        "previous_champion": champion_version,
+        "model_uri": f"models:/{model_name}/{version}",
+    }
+    write_json(workdir.registration, result)
+    logger.info("registered %s v%s: %s", model_name, version, decision.reason)
+    return result
+
+
+def _candidate_params(params: Params, name: str) -> dict[str, Any]:
+    candidate = next(c for c in params.training.candidates if c.name == name)
+    flat = {f"model.{k}": v for k, v in candidate.params.items()}
+    return flat | {
+        "kind": candidate.kind,
+        "early_stopping_rounds": candidate.early_stopping_rounds,
+        "split.seed": params.split.seed,
+        "split.holdout_fraction": params.split.holdout_fraction,
+    }
+
+
+def _run_metrics(name: str, report: dict[str, Any], training: dict[str, Any]) -> dict[str, float]:
+    metrics = dict(report["candidates"][name]["holdout"])
+    metrics |= {f"val_{k}": v for k, v in training["candidates"][name]["validation"].items()}
+    metrics["threshold"] = report["candidates"][name]["threshold"]
+    metrics["train_seconds"] = training["candidates"][name]["seconds"]
+    if name == training["chosen"]:
+        if report.get("cv"):
+            metrics |= {"cv_roc_auc_mean": report["cv"]["mean"], "cv_roc_auc_std": report["cv"]["std"]}
+        metrics["expected_profit"] = report["threshold"]["expected_profit"]
+        for column, gap in report["fairness"].items():
+            metrics[f"fairness.{column}.demographic_parity_difference"] = gap["demographic_parity_difference"]
+            metrics[f"fairness.{column}.equal_opportunity_difference"] = gap["equal_opportunity_difference"]
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _log_chosen(
+    workdir: Workdir,
+    registry: MlflowRegistry,
+    run_id: str,
+    model_name: str,
+    tags: dict[str, str],
+    report: dict[str, Any],
+    training: dict[str, Any],
+) -> str:
+    """Log the pyfunc model and evidence (plots, metrics, card, validation report) in the chosen run."""
+    frame = workdir.read_snapshot()
+    spec = workdir.read_spec()
+    version_tags = tags | {
+        "threshold": str(report["threshold"]["threshold"]),
+        "candidate": training["chosen"],
+    }
+    version = registry.log_model(
+        run_id, workdir.bundle, model_name, frame[spec.feature_columns].head(5), version_tags
+    )
+    with workdir.model_card_data.open("rb") as handle:
+        card: ModelCardData = pickle.load(handle)
+    workdir.model_card.write_text(
+        render_model_card(dataclasses.replace(card, model_name=model_name, model_version=version))
+    )
+    evidence = [*sorted(workdir.evaluation_dir.glob("*.png")), workdir.metrics, workdir.model_card]
+    registry.log_run_data(run_id, {}, {}, evidence, artifact_path="evaluation")
+    registry.log_run_data(
+        run_id, {}, {}, sorted(workdir.validation_dir.glob("validation.*")), artifact_path="validation"
+    )
+    return version
+
+
+def _champion_score(
+    workdir: Workdir, registry: MlflowRegistry, model_name: str, new_version: str
+) -> tuple[float | None, str | None]:
+    """The current champion's ROC AUC on this run's holdout (None when it cannot score it)."""
+    champion = registry.alias_version(model_name, CHAMPION)
+    if champion is None or champion == new_version:
+        return None, champion
+    spec, frame = workdir.read_spec(), workdir.read_snapshot()
+    holdout = frame[load_split(workdir).to_numpy() == HOLDOUT]
+    try:
+        bundle = registry.load_bundle(model_name, champion)
+        proba = bundle.predict_proba(holdout)
+    except (ChurnopsError, KeyError, ValueError) as err:
+        logger.warning("champion v%s cannot score this holdout: %s", champion, err)
+        return math.nan, champion
+    return float(roc_auc_score(target_labels(holdout, spec), proba)), champion
+
+
+def _apply(registry: MlflowRegistry, model_name: str, version: str, champion: bool, challenger: bool) -> None:
+    if champion:
+        registry.set_alias(model_name, CHAMPION, version)
+        if registry.alias_version(model_name, CHALLENGER) == version:
+            registry.delete_alias(model_name, CHALLENGER)
+    elif challenger:
+        registry.set_alias(model_name, CHALLENGER, version)

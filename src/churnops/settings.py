@@ -1,0 +1,134 @@
+"""Settings: one object, built at the entrypoint from the environment and handed down.
+
+Env names follow DESIGN.md (no prefix): CHURNOPS_HOME, APP_ENV, DATABASE_URL or
+POSTGRES_*, REDIS_URL or REDIS_HOST/REDIS_PORT, MLFLOW_TRACKING_URI,
+DASK_SCHEDULER_ADDRESS, JWT_SECRET_KEY. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from churnops.errors import ConfigError
+
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+.-]+://[^:/@]*:)(?P<secret>[^@]+)(?P<at>@)", re.I)
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide a password embedded in a URL: `postgresql://u:pw@h/db` -> `postgresql://u:***@h/db`."""
+    return _SECRET_IN_URL.sub(r"\g<scheme>***\g<at>", url) if url else url
+
+
+class Settings(BaseSettings):
+    """Effective configuration of every churnops command and the service."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
+    churnops_home: Path = Path(".churnops")
+    app_env: Literal["development", "staging", "production"] = "development"
+    log_level: str = "INFO"
+
+    mlflow_tracking_uri: str | None = None
+    model_name: str | None = Field(None, alias="CHURNOPS_MODEL_NAME")
+    experiment_name: str = Field("churnops", alias="CHURNOPS_EXPERIMENT")
+
+    database_url: SecretStr | None = None
+    postgres_host: str | None = None
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: SecretStr | None = None
+    postgres_db: str = "churnops"
+
+    redis_url: SecretStr | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
+
+    dask_scheduler_address: str | None = None
+    jwt_secret_key: SecretStr | None = None
+
+    # -- resolved stores -------------------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        return self.churnops_home.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking (and registry) URI: the server if set, else SQLite under CHURNOPS_HOME."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def offline_store_url(self) -> str:
+        """SQLAlchemy URL of the offline store: PostgreSQL when configured, else SQLite."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        if self.postgres_host:
+            password = self.postgres_password.get_secret_value() if self.postgres_password else ""
+            auth = f"{self.postgres_user}:{password}" if password else self.postgres_user
+            return f"postgresql+psycopg://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+        return f"sqlite:///{self.home / 'features.db'}"
+
+    @property
+    def online_store_url(self) -> str:
+        """Redis URL when configured, else `memory://` (in-process)."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        if self.redis_host:
+            return f"redis://{self.redis_host}:{self.redis_port}/0"
+        return "memory://"
+
+    def resolved_model_name(self, spec_name: str) -> str:
+        """Registered model name: CHURNOPS_MODEL_NAME, else one model per dataset spec."""
+        return self.model_name or f"churn-{spec_name}"
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+    def check_production(self) -> None:
+        """Refuse unsafe production settings, naming the missing one."""
+        if self.app_env != "production":
+            return
+        if self.jwt_secret_key is None:
+            raise ConfigError("APP_ENV=production requires JWT_SECRET_KEY")
+        if self.offline_store_url.startswith("sqlite"):
+            raise ConfigError(
+                "APP_ENV=production requires DATABASE_URL or POSTGRES_HOST (not embedded SQLite)"
+            )
+        if self.online_store_url == "memory://":
+            raise ConfigError(
+                "APP_ENV=production requires REDIS_URL or REDIS_HOST (not the in-process store)"
+            )
+        if self.mlflow_tracking_uri is None:
+            raise ConfigError("APP_ENV=production requires MLFLOW_TRACKING_URI (not the embedded registry)")
+
+    def public_view(self) -> dict[str, Any]:
+        """Every setting (lower-cased names) plus the resolved stores, with secrets masked."""
+        view: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_url(value.get_secret_value()) if name.endswith("_url") else "***"
+            view[name] = str(value) if isinstance(value, Path) else value
+        view["churnops_home"] = str(self.home)
+        view["resolved"] = {
+            "tracking_uri": mask_url(self.tracking_uri),
+            "artifact_root": str(self.artifact_root),
+            "offline_store": mask_url(self.offline_store_url),
+            "online_store": mask_url(self.online_store_url),
+            "batch_engine": f"dask ({self.dask_scheduler_address})"
+            if self.dask_scheduler_address
+            else "pandas",
+        }
+        return view

@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated CHURNOPS_HOME per test, small synthetic data, the telco file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from churnops.core.params import Params
+from churnops.core.spec import DatasetSpec
+from churnops.io.datasets import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+TELCO_CSV = REPO.parent / "shared" / "data" / "telco_churn.csv"
+
+# Quick candidates for tests: the same kinds as params.yaml, fewer rounds.
+FAST_TRAINING = {
+    "candidates": [
+        {"name": "logreg", "kind": "logistic_regression", "params": {"C": 1.0, "max_iter": 500}},
+        {
+            "name": "lightgbm",
+            "kind": "lightgbm",
+            "params": {"n_estimators": 200, "learning_rate": 0.1, "num_leaves": 15, "num_threads": 1},
+            "early_stopping_rounds": 20,
+        },
+        {
+            "name": "xgboost",
+            "kind": "xgboost",
+            "params": {"n_estimators": 200, "learning_rate": 0.1, "max_depth": 4, "nthread": 1},
+            "early_stopping_rounds": 20,
+        },
+    ],
+    "budget_seconds": 120,
+}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway CHURNOPS_HOME (embedded SQLite stores and MLflow) for one test."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("CHURNOPS_HOME", str(path))
+    for name in ("MLFLOW_TRACKING_URI", "DATABASE_URL", "REDIS_URL", "CHURNOPS_MODEL_NAME", "POSTGRES_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_spec() -> DatasetSpec:
+    return load_spec("synthetic")
+
+
+@pytest.fixture(scope="session")
+def telco_spec() -> DatasetSpec:
+    return load_spec("telco")
+
+
+@pytest.fixture(scope="session")
+def fast_params() -> Params:
+    return Params.model_validate({"training": FAST_TRAINING, "evaluation": {"cv_folds": 3}})
+
+
+@pytest.fixture(scope="session")
+def synthetic_frame() -> pd.DataFrame:
+    from churnops.core.synthetic import generate_customers
+
+    return generate_customers(4000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def telco_csv() -> Iterator[Path]:
+    if not TELCO_CSV.is_file():
+        pytest.skip(f"{TELCO_CSV} not available")
+    return TELCO_CSV
