@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from churnops.core.params import Params
 from churnops.core.spec import DatasetSpec
-from churnops.io.datasets import load_spec
+from churnops.core.synthetic import generate_customers
+from churnops.io.datasets import load_spec, write_table
+from churnops.jobs.pipeline import run_pipeline
+from churnops.jobs.workdir import Workdir
+from churnops.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPO.parent / "shared" / "data" / "telco_churn.csv"
@@ -73,3 +79,26 @@ def telco_csv() -> Iterator[Path]:
     if not TELCO_CSV.is_file():
         pytest.skip(f"{TELCO_CSV} not available")
     return TELCO_CSV
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    settings: Settings
+    workdir: Workdir
+    data: Path
+    result: dict[str, Any]
+
+
+def make_settings(home: Path) -> Settings:
+    return Settings(churnops_home=home, mlflow_tracking_uri=None, database_url=None, model_name=None)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory, fast_params: Params) -> PipelineRun:
+    """One full pipeline on 4,000 synthetic rows with quick candidates, in its own CHURNOPS_HOME."""
+    root = tmp_path_factory.mktemp("pipeline")
+    data = write_table(generate_customers(4000, seed=11), root / "customers.csv")
+    settings = make_settings(root / "home")
+    workdir = Workdir(settings.home / "pipeline")
+    result = run_pipeline(data, load_spec("synthetic"), fast_params, settings, workdir)
+    return PipelineRun(settings, workdir, data, result)

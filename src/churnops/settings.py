@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,8 +75,10 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         if self.postgres_host:
-            password = self.postgres_password.get_secret_value() if self.postgres_password else ""
-            auth = f"{self.postgres_user}:{password}" if password else self.postgres_user
+            # Percent-encode so a password holding '@', ':' or '/' keeps the URL (and its masking) intact.
+            secret = self.postgres_password.get_secret_value() if self.postgres_password else ""
+            password, user = quote(secret, safe=""), quote(self.postgres_user, safe="")
+            auth = f"{user}:{password}" if password else user
             return f"postgresql+psycopg://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
         return f"sqlite:///{self.home / 'features.db'}"
 

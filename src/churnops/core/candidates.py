@@ -249,7 +249,10 @@ def _fit_xgboost(
         callbacks=[_XGBDeadline(deadline)()],
         verbose_eval=False,
     )
-    best = (booster.best_iteration + 1) if stopping else booster.num_boosted_rounds()
+    # No best_iteration when the deadline ended training in the first round: the early-stopping
+    # callback never ran (XGBoost stops calling callbacks once one asks to stop).
+    marked = booster.attr("best_iteration") if stopping else None
+    best = int(marked) + 1 if marked is not None else booster.num_boosted_rounds()
     stopped = time.perf_counter() > deadline
     classifier = XGBoostClassifier(booster=booster, best_iteration=best, n_features=data.x_fit.shape[1])
     return classifier, best, stopped

@@ -81,16 +81,18 @@ class SqlOfflineStore:
         return len(frame)
 
     def latest_vectors(self, version: str) -> dict[str, dict[str, Any]]:
-        """Each entity's newest feature vector for one feature-set version."""
-        newest = (
-            sa.select(feature_rows.c.entity_id, sa.func.max(feature_rows.c.id).label("id"))
+        """Each entity's newest feature vector (by event time, then write order) for one version."""
+        # Newest by event time, not by row id: a backfilled older snapshot must not shadow a newer one.
+        rank = sa.func.row_number().over(
+            partition_by=feature_rows.c.entity_id,
+            order_by=(feature_rows.c.event_timestamp.desc(), feature_rows.c.id.desc()),
+        )
+        ranked = (
+            sa.select(feature_rows.c.entity_id, feature_rows.c["values"], rank.label("rank"))
             .where(feature_rows.c.feature_set_version == version)
-            .group_by(feature_rows.c.entity_id)
             .subquery()
         )
-        query = sa.select(feature_rows.c.entity_id, feature_rows.c["values"]).join(
-            newest, feature_rows.c.id == newest.c.id
-        )
+        query = sa.select(ranked.c.entity_id, ranked.c["values"]).where(ranked.c.rank == 1)
         with self.engine.connect() as conn:
             return {entity: orjson.loads(values) for entity, values in conn.execute(query)}
 

@@ -25,6 +25,16 @@ LISTED_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precis
 PIP_REQUIREMENTS = ["numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "pyarrow", "churnops"]
 
 
+def _signature(columns: list[str]) -> Any:
+    """Every raw feature optional and of any type: the bundled transformer coerces values
+    itself (ints, floats, numeric text, nulls) exactly as it does when serving."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in columns])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "churn_probability")]))
+
+
 class MlflowRegistry:
     """Tracking and registry on one URI (SQLite + local artifacts by default, or an MLflow server)."""
 
@@ -94,13 +104,11 @@ class MlflowRegistry:
         self, run_id: str, bundle_path: Path, model_name: str, input_example: Any, tags: Mapping[str, str]
     ) -> str:
         """Log the pyfunc model in `run_id`, register it under `model_name`; returns the version."""
-        from mlflow.models import infer_signature
-
         from churnops.io.pyfunc_model import BUNDLE_ARTIFACT, ChurnModel
 
-        signature = infer_signature(input_example, [0.5] * len(input_example))
         with self.mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            signature = _signature(list(input_example.columns))
             info = self.mlflow.pyfunc.log_model(
                 name="model",
                 python_model=ChurnModel(),
@@ -156,18 +164,23 @@ class MlflowRegistry:
         names = [model_name] if model_name else self.model_names()
         listed: list[dict[str, Any]] = []
         for name in names:
+            # Search results leave `aliases` empty on some stores: read them from the model itself.
+            aliases = self.client.get_registered_model(name).aliases or {}
             versions = self.client.search_model_versions(f"name = '{name}'")
-            listed.extend(self._describe(mv) for mv in sorted(versions, key=lambda v: -int(v.version)))
+            listed.extend(
+                self._describe(mv, sorted(a for a, v in aliases.items() if str(v) == str(mv.version)))
+                for mv in sorted(versions, key=lambda v: -int(v.version))
+            )
         return listed
 
-    def _describe(self, mv: Any) -> dict[str, Any]:
+    def _describe(self, mv: Any, aliases: list[str]) -> dict[str, Any]:
         metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         tags = mv.tags or {}
         threshold = tags.get("threshold")
         return {
             "name": mv.name,
             "version": str(mv.version),
-            "aliases": sorted(mv.aliases or []),
+            "aliases": aliases,
             "metrics": {k: metrics.get(k) for k in LISTED_METRICS},
             "threshold": float(threshold) if threshold is not None else None,
             "dataset": {

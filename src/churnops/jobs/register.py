@@ -8,12 +8,14 @@ import math
 import pickle
 from typing import Any
 
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from churnops.core.model_card import ModelCardData, render_model_card
 from churnops.core.params import Params
 from churnops.core.promotion import decide_aliases
 from churnops.core.schema import target_labels
+from churnops.core.spec import DatasetSpec
 from churnops.core.split import HOLDOUT
 from churnops.errors import ChurnopsError
 from churnops.io.registry import CHALLENGER, CHAMPION, MlflowRegistry
@@ -110,9 +112,7 @@ def _log_chosen(
         "threshold": str(report["threshold"]["threshold"]),
         "candidate": training["chosen"],
     }
-    version = registry.log_model(
-        run_id, workdir.bundle, model_name, frame[spec.feature_columns].head(5), version_tags
-    )
+    version = registry.log_model(run_id, workdir.bundle, model_name, _input_example(frame, spec), version_tags)
     with workdir.model_card_data.open("rb") as handle:
         card: ModelCardData = pickle.load(handle)
     workdir.model_card.write_text(
@@ -124,6 +124,15 @@ def _log_chosen(
         run_id, {}, {}, sorted(workdir.validation_dir.glob("validation.*")), artifact_path="validation"
     )
     return version
+
+
+def _input_example(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """A few raw rows for the model signature; integer columns as float since serving may send nulls."""
+    example = frame[spec.feature_columns].head(5).copy()
+    for column in example.columns:
+        if pd.api.types.is_integer_dtype(example[column]):
+            example[column] = example[column].astype("float64")
+    return example
 
 
 def _champion_score(

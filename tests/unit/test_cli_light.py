@@ -1,0 +1,126 @@
+"""The CLI stays light at import, lists its command groups, shows masked settings, generates data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from churnops.cli import app
+
+pytestmark = pytest.mark.unit
+
+HEAVY_CHECK = (
+    "import churnops.cli, sys; heavy = [m for m in ('mlflow','great_expectations','lightgbm','xgboost',"
+    "'sklearn','pandas','matplotlib') if m in sys.modules]; print(heavy)"
+)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Commands configure the root logger (as `main()` would): put it back afterwards."""
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "ERROR")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def run_cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "CHURNOPS_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "churnops", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", HEAVY_CHECK], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_lists_the_command_groups(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("data", "pipeline", "models", "config", "demo"):
+        assert command in result.stdout
+
+
+def test_no_arguments_shows_help(runner: CliRunner) -> None:
+    result = runner.invoke(app, [])
+    assert "pipeline" in result.output
+    assert "Usage" in result.output
+
+
+def test_config_show_json_masks_secrets(
+    runner: CliRunner, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:hunter2-secret@db:5432/churnops")
+    result = runner.invoke(app, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert {"churnops_home", "mlflow_tracking_uri", "resolved"} <= set(view)
+    assert view["churnops_home"] == str(home.resolve())
+    assert view["mlflow_tracking_uri"] is None
+    assert view["resolved"]["tracking_uri"] == f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    assert view["database_url"] == "postgresql+psycopg://app:***@db:5432/churnops"
+    assert view["resolved"]["offline_store"] == "postgresql+psycopg://app:***@db:5432/churnops"
+    assert "hunter2" not in result.stdout
+
+
+def test_config_show_text_masks_secrets(
+    runner: CliRunner, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JWT_SECRET_KEY", "jwt-hunter2")
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    assert "resolved.offline_store" in result.stdout
+    assert "jwt-hunter2" not in result.stdout
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_data_generate_writes_the_requested_rows(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tmp" / "x.csv"
+    result = runner.invoke(app, ["data", "generate", "--rows", "500", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 501
+    assert "true_churn_probability" in lines[0].split(",")
+    frame = pd.read_csv(out)
+    assert frame["churn"].isin(["Yes", "No"]).all()
+    assert frame["true_churn_probability"].between(0, 1).all()
+
+
+def test_unknown_drift_is_one_clean_error_line(tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    result = run_cli(
+        "data", "generate", "--rows", "10", "--out", str(out), "--drift", "bogus", cwd=tmp_path, home=tmp_path
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    assert "unexpected" not in lines[0]
+    for known in ("bogus", "price_increase", "encoding_change", "new_segment"):
+        assert known in lines[0]
+    assert not out.exists()
