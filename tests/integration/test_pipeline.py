@@ -99,7 +99,6 @@ def test_models_list_json(pipeline_run: PipelineRun) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "churnops", "models", "list", "--json"],
         capture_output=True,
-        check=False,
         text=True,
         env=env,
         check=True,

@@ -31,7 +31,7 @@ def _signature(columns: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in columns])
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in columns])  # type: ignore[no-untyped-call]
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "churn_probability")]))
 
 

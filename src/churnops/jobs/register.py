@@ -112,7 +112,8 @@ def _log_chosen(
         "threshold": str(report["threshold"]["threshold"]),
         "candidate": training["chosen"],
     }
-    version = registry.log_model(run_id, workdir.bundle, model_name, _input_example(frame, spec), version_tags)
+    example = _input_example(frame, spec)
+    version = registry.log_model(run_id, workdir.bundle, model_name, example, version_tags)
     with workdir.model_card_data.open("rb") as handle:
         card: ModelCardData = pickle.load(handle)
     workdir.model_card.write_text(
