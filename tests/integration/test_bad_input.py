@@ -147,3 +147,31 @@ def test_clean_data_passes_and_registers(tmp_path: Path, params_file: Path, clea
     out = pipeline(tmp_path / "home", tmp_path / "d.csv", params_file)
     assert out.returncode == 0, out.stderr
     assert "registered churn-synthetic v1" in out.stderr
+
+
+def test_parquet_with_numeric_target_and_own_spec(
+    tmp_path: Path, params_file: Path, clean: pd.DataFrame
+) -> None:
+    """Any Parquet file with a correct spec runs end to end; the positive class may be a number."""
+    own = clean.rename(columns={"customer_id": "account", "churn": "left"}).assign(
+        left=lambda f: (f["left"] == "Yes").astype(int), nickname="secret-pii-value"
+    )
+    own.to_parquet(tmp_path / "accounts.parquet", index=False)
+    spec = tmp_path / "accounts.yaml"
+    spec.write_text(
+        "name: accounts\nid_column: account\ntarget: {column: left, positive: 1}\n"
+        "features: {numerical: [age, tenure_months, monthly_charges], categorical: [contract, gender]}\n"
+        "pii: [gender]\nslices: [contract]\n"
+    )
+    out = pipeline(tmp_path / "home", tmp_path / "accounts.parquet", params_file, spec=str(spec))
+    assert out.returncode == 0, out.stderr
+    assert "registered churn-accounts v1" in out.stderr
+    # Columns the spec does not name are dropped at ingestion and never stored or logged.
+    stored = [
+        p
+        for p in (tmp_path / "home").rglob("*")
+        if p.is_file() and p.suffix in {".db", ".json", ".md", ".parquet"}
+    ]
+    assert stored
+    for path in stored:
+        assert b"secret-pii-value" not in path.read_bytes(), path

@@ -15,7 +15,7 @@ from churnops.core.bundle import ModelBundle
 
 # ChurnModel validates and coerces its own input (the bundled transformer); MLflow's hint-based
 # validation would only reject what the transformer handles, so its reminder is silenced.
-warnings.filterwarnings("ignore", message=r"Add type hints to the `predict` method", category=UserWarning)
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 
 BUNDLE_ARTIFACT = "bundle"
 BUNDLE_FILE = "bundle.pkl"
