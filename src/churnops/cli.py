@@ -304,6 +304,65 @@ def models_promote(
     typer.echo(f"{name}: champion is now v{version} (was {'v' + previous if previous else 'unset'})")
 
 
+# -- scoring and serving ------------------------------------------------------------------
+
+
+@app.command()
+def score(
+    data: Annotated[
+        Path, typer.Option(help="CSV or Parquet file of customers (the spec's id and features).")
+    ],
+    out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet).")],
+    model: ModelOption = None,
+    version: Annotated[str, typer.Option(help="Version number or alias to score with.")] = "champion",
+) -> None:
+    """Batch scoring: probability, decision and top-3 reasons for every row, vectorised."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from churnops.jobs.pipeline import registry_for
+    from churnops.jobs.score import score_file
+
+    settings, console = _settings(), _console()
+    _configure_logging(settings, console)
+    registry = registry_for(settings)
+    name = registry.resolve_name(model or settings.model_name)
+    resolved = version if version.isdigit() else registry.alias_version(name, version)
+    if resolved is None:
+        from churnops.errors import NotFound
+
+        raise NotFound(f"{name} has no alias {version!r}")
+    bundle = registry.load_bundle(name, resolved)
+    columns = (TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"))
+    with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("score", total=None)
+        rows = score_file(
+            bundle,
+            data,
+            out,
+            {"name": name, "version": resolved, "variant": version},
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(f"scored {rows:,} rows with {name} v{resolved} -> {out}")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [default: CHURNOPS_HOST or 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: CHURNOPS_PORT or 8000].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes [default: CHURNOPS_WORKERS or 1].")
+    ] = None,
+) -> None:
+    """Serve /v1/predict from the registry's champion (OpenAPI at /docs)."""
+    from churnops.serving.server import run
+
+    settings = _settings()
+    _configure_logging(settings, _console())
+    run(settings, host or settings.serve_host, port or settings.serve_port, workers or settings.serve_workers)
+
+
 # -- config -----------------------------------------------------------------------------
 
 

@@ -10,7 +10,10 @@ HTTP layer maps it to a status once.
     │   └── ValidationFailed data failed the expectation suite (carries the report path)
     ├── TrainingError        no candidate could be trained within the budget
     ├── RegistryError        MLflow registry unreachable or a model version/alias is missing
-    └── NotFound             a requested entity (customer, model version) does not exist
+    ├── NotFound             a requested entity (customer, model version) does not exist
+    ├── InvalidRequest       an API payload breaks a rule (carries the field path)
+    ├── PayloadTooLarge      a body or batch over its limit
+    └── NotReady             the service has no loaded, verified model yet
 """
 
 from __future__ import annotations
@@ -48,3 +51,20 @@ class RegistryError(ChurnopsError):
 
 class NotFound(ChurnopsError):
     """A requested entity does not exist."""
+
+
+class InvalidRequest(ChurnopsError):
+    """A request payload is malformed or breaks a rule; `field` is its path, e.g. `features.tenure`."""
+
+    def __init__(self, message: str, field: str | None = None, malformed: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.malformed = malformed  # not even valid JSON: 400 rather than 422
+
+
+class PayloadTooLarge(ChurnopsError):
+    """A request body or batch exceeds its limit."""
+
+
+class NotReady(ChurnopsError):
+    """No verified model is loaded (yet)."""

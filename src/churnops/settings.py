@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from churnops.errors import ConfigError
 
@@ -53,6 +53,26 @@ class Settings(BaseSettings):
 
     dask_scheduler_address: str | None = None
     jwt_secret_key: SecretStr | None = None
+
+    # -- serving ----------------------------------------------------------------------
+    serve_host: str = Field("127.0.0.1", alias="CHURNOPS_HOST")
+    serve_port: int = Field(8000, alias="CHURNOPS_PORT")
+    serve_workers: int = Field(1, ge=1, alias="CHURNOPS_WORKERS")
+    # Extra aliases to load beside champion, comma-separated: CHURNOPS_VARIANTS=challenger,shadow
+    variants: Annotated[tuple[str, ...], NoDecode] = Field((), alias="CHURNOPS_VARIANTS")
+    reload_poll_seconds: float = Field(2.0, gt=0, alias="CHURNOPS_RELOAD_POLL_SECONDS")
+    max_body_bytes: int = Field(1 << 20, ge=1024, alias="CHURNOPS_MAX_BODY_BYTES")
+    max_batch_body_bytes: int = Field(32 << 20, ge=1024, alias="CHURNOPS_MAX_BATCH_BODY_BYTES")
+    max_batch_instances: int = Field(10_000, ge=1, alias="CHURNOPS_MAX_BATCH_INSTANCES")
+    access_log_sample: float = Field(0.01, ge=0, le=1, alias="CHURNOPS_ACCESS_LOG_SAMPLE")
+    metrics_dir: Path | None = Field(None, alias="CHURNOPS_METRICS_DIR")
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _split_variants(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
 
     # -- resolved stores -------------------------------------------------------------
 

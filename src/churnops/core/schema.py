@@ -11,8 +11,10 @@ from churnops.core.spec import DatasetSpec
 from churnops.errors import DataError
 
 
-def conform_to_spec(raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def conform_to_spec(raw: pd.DataFrame, spec: DatasetSpec, with_target: bool = True) -> pd.DataFrame:
     """Return the spec's columns only; columns the spec does not name are dropped here and never stored.
+
+    `with_target=False` keeps the id and features only (scoring data has no labels).
 
     Whitespace-only strings become missing (telco's TotalCharges uses " "), and a
     numerical column is converted to float when every non-missing value parses;
@@ -20,10 +22,11 @@ def conform_to_spec(raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """
     if raw.empty or len(raw.columns) == 0:
         raise DataError("input data is empty: no rows")
-    missing = [c for c in spec.columns if c not in raw.columns]
+    wanted = spec.columns if with_target else [spec.id_column, *spec.feature_columns]
+    missing = [c for c in wanted if c not in raw.columns]
     if missing:
         raise DataError(f"column {missing[0]!r} required by spec {spec.name!r} is missing from the data")
-    frame = raw.loc[:, spec.columns].copy()
+    frame = raw.loc[:, wanted].copy()
     for column in frame.columns:
         if _is_text(frame[column]):
             frame[column] = _blank_to_missing(frame[column])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from churnops.core.bundle import ModelBundle
-from churnops.errors import RegistryError
+from churnops.errors import NotFound, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,20 @@ class MlflowRegistry:
     def delete_alias(self, model_name: str, alias: str) -> None:
         if self.alias_version(model_name, alias) is not None:
             self.client.delete_registered_model_alias(model_name, alias)
+
+    def resolve_name(self, requested: str | None) -> str:
+        """The requested model name, or the only registered model; otherwise ask for one."""
+        names = self.model_names()
+        if requested:
+            if requested not in names:
+                known = ", ".join(names) or "none"
+                raise NotFound(f"no registered model named {requested!r} (registered: {known})")
+            return requested
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise NotFound("no registered model yet: run `churnops pipeline run` first")
+        raise RegistryError(f"several registered models ({', '.join(names)}): choose one with --model")
 
     def model_names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())

@@ -72,6 +72,7 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         candidate=chosen.name,
         metadata={"feature_set_version": spec.feature_set_version(), "training": training},
     )
+    bundle.metadata["golden"] = golden_requests(bundle, holdout_frame.head(5))
     save_bundle(bundle, workdir.bundle)
     write_json(workdir.metrics, report)
     card = model_card_data(workdir, report, training, params, slices, fairness)
@@ -89,6 +90,21 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         f"{report['cv']['mean']:.4f}" if report["cv"] else "n/a",
     )
     return report
+
+
+def golden_requests(bundle: ModelBundle, rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Raw feature records with the probability the trained model gives them: a loaded copy of the
+    model must reproduce these before it may serve (readiness and blue/green swaps)."""
+    features = rows[bundle.spec.feature_columns].astype(object)
+    records = features.where(features.notna(), None).to_dict(orient="records")
+    expected = bundle.predict_proba(rows)
+    return [
+        {
+            "features": {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()},
+            "probability": float(p),
+        }
+        for record, p in zip(records, expected, strict=True)
+    ]
 
 
 def _chosen_details(

@@ -1,0 +1,122 @@
+"""`create_app(settings) -> FastAPI`: the scoring service.
+
+The lifespan loads and verifies the champion (and any variants), fills the
+online store, starts the registry watcher and the housekeeping task, then
+freezes the garbage collector's view of the start-up objects (a full GC pass
+over them caused 150-470 ms p99 spikes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from churnops import __version__
+from churnops.errors import ChurnopsError
+from churnops.serving.asgi import AccessLog, FastRoutes, RequestContext
+from churnops.serving.errors import error_body, error_response
+from churnops.serving.reload import watch_aliases
+from churnops.serving.routes import router
+from churnops.serving.state import ServiceState, build_state
+from churnops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI:
+    """The service; pass a prebuilt `state` to skip loading from the registry (tests, embedding)."""
+    access_log = AccessLog(settings.access_log_sample)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service: ServiceState = state if state is not None else await asyncio.to_thread(build_state, settings)
+        app.state.service = service
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(watch_aliases(service, stop), name="registry-watcher"),
+            asyncio.create_task(_housekeeping(service, access_log, stop), name="housekeeping"),
+        ]
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            access_log.flush()
+            service.metrics.retire()
+            service.online.close()
+
+    app = FastAPI(
+        title="churnops",
+        version=__version__,
+        summary="Churn predictions with reason codes from the registered champion model.",
+        lifespan=lifespan,
+    )
+    app.state.service = None
+    app.state.settings = settings
+    app.include_router(router)
+    _install_error_handlers(app)
+
+    def state_of() -> ServiceState | None:
+        service: ServiceState | None = app.state.service
+        return service
+
+    app.add_middleware(FastRoutes, state_of=state_of)  # inner: answers the prediction routes
+    app.add_middleware(RequestContext, state_of=state_of, access_log=access_log)  # outer: id, timing, log
+    return app
+
+
+async def _housekeeping(service: ServiceState, access_log: AccessLog, stop: asyncio.Event) -> None:
+    """Once a second, off the request path: publish metrics for other workers, write access logs."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        access_log.flush()
+        try:
+            await asyncio.to_thread(service.metrics.publish)
+        except OSError as err:
+            logger.warning("metrics snapshot not written: %s", err)
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "unknown"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if p != "body")
+        body = error_body(422, "validation_error", f"{field}: {first['msg']}", _request_id(request), field)
+        return Response(body, 422, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = error_body(exc.status_code, code, str(exc.detail), _request_id(request))
+        return Response(body, exc.status_code, media_type="application/json")
+
+    @app.exception_handler(ChurnopsError)
+    async def domain_error(request: Request, exc: ChurnopsError) -> Response:
+        status, body = error_response(exc, _request_id(request))
+        return Response(body, status, media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        status, body = error_response(exc, _request_id(request))
+        return Response(body, status, media_type="application/json")
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn workers (`factory=True`): each builds Settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,181 @@
+"""Prometheus metrics that cost the hot path a dict lookup and a few integer adds.
+
+Each worker keeps plain in-process counters and a latency histogram per label
+set; a background task publishes a snapshot to `<metrics_dir>/worker-<pid>.json`
+every second, and `/metrics` sums every worker's snapshot (its own live), so the
+numbers are right with several workers — the same contract as
+prometheus_client's multiprocess mode without its per-observation file writes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServiceMetrics:
+    """Counters of one worker process."""
+
+    def __init__(self, metrics_dir: Path | None = None) -> None:
+        self.metrics_dir = metrics_dir
+        self.pid = os.getpid()
+        # (variant, model_version, outcome, feature_source) -> count
+        self.predictions: dict[tuple[str, str, str, str], int] = {}
+        # (variant, model_version) -> [bucket counts..., +Inf count, sum]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+        self.http: dict[tuple[str, str, str], int] = {}  # (method, route, status) -> count
+        self.model_info: dict[
+            tuple[str, str, str, str], int
+        ] = {}  # (model, version, variant, candidate) -> 1
+        self.swaps = 0
+        self.registry_errors = 0
+        self.breakers: dict[str, int] = {}  # dependency -> 0 closed, 1 half-open, 2 open
+
+    def observe_prediction(
+        self, variant: str, version: str, source: str, seconds: float, outcome: str
+    ) -> None:
+        """Hot path: one prediction's outcome and latency."""
+        key = (variant, version, outcome, source)
+        self.predictions[key] = self.predictions.get(key, 0) + 1
+        hist = self.latency.get((variant, version))
+        if hist is None:
+            hist = self.latency[(variant, version)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        hist[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+
+    def observe_http(self, method: str, route: str, status: int) -> None:
+        key = (method, route, str(status))
+        self.http[key] = self.http.get(key, 0) + 1
+
+    def set_models(self, slots: Iterable[tuple[str, str, str, str]]) -> None:
+        self.model_info = dict.fromkeys(slots, 1)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "predictions": [[*k, v] for k, v in self.predictions.items()],
+            "latency": [[*k, v] for k, v in self.latency.items()],
+            "http": [[*k, v] for k, v in self.http.items()],
+            "model_info": [list(k) for k in self.model_info],
+            "swaps": self.swaps,
+            "registry_errors": self.registry_errors,
+            "breakers": self.breakers,
+        }
+
+    def publish(self) -> None:
+        """Write this worker's snapshot atomically (called off the request path)."""
+        if self.metrics_dir is None:
+            return
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        target = self.metrics_dir / f"worker-{self.pid}.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.snapshot()))
+        temporary.replace(target)
+
+    def retire(self) -> None:
+        """On shutdown: publish a last time so counters survive the worker, like prometheus multiprocess."""
+        self.publish()
+
+    def render(self) -> bytes:
+        """Prometheus text for all workers: this one live, the others from their snapshots."""
+        snapshots = [self.snapshot(), *self._other_snapshots()]
+        return "".join(_render(snapshots)).encode()
+
+    def _other_snapshots(self) -> Iterator[dict[str, Any]]:
+        if self.metrics_dir is None or not self.metrics_dir.is_dir():
+            return
+        own = f"worker-{self.pid}.json"
+        for path in sorted(self.metrics_dir.glob("worker-*.json")):
+            if path.name == own:
+                continue
+            try:
+                yield json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a worker mid-write: its next snapshot counts
+
+
+def _labels(names: tuple[str, ...], values: Iterable[Any]) -> str:
+    pairs = (f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=True))
+    return "{" + ",".join(pairs) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _sum_counts(snapshots: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], float]:
+    totals: dict[tuple[str, ...], float] = {}
+    for snap in snapshots:
+        for *labels, value in snap.get(key, []):
+            totals[tuple(labels)] = totals.get(tuple(labels), 0) + value
+    return totals
+
+
+def _sum_histograms(snapshots: list[dict[str, Any]]) -> dict[tuple[str, ...], list[float]]:
+    totals: dict[tuple[str, ...], list[float]] = {}
+    for snap in snapshots:
+        for *labels, values in snap.get("latency", []):
+            current = totals.setdefault(tuple(labels), [0.0] * len(values))
+            for i, v in enumerate(values):
+                current[i] += v
+    return totals
+
+
+def _render(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    yield "# HELP predictions_total Predictions by variant, model version, outcome and feature source.\n"
+    yield "# TYPE predictions_total counter\n"
+    names = ("variant", "model_version", "outcome", "feature_source")
+    for labels, value in sorted(_sum_counts(snapshots, "predictions").items()):
+        yield f"predictions_total{_labels(names, labels)} {value:g}\n"
+    yield from _render_latency(snapshots)
+    yield "# HELP http_requests_total HTTP requests by method, route and status.\n"
+    yield "# TYPE http_requests_total counter\n"
+    for labels, value in sorted(_sum_counts(snapshots, "http").items()):
+        yield f"http_requests_total{_labels(('method', 'route', 'status'), labels)} {value:g}\n"
+    yield "# HELP model_version_info Model versions live in a serving slot (value 1).\n"
+    yield "# TYPE model_version_info gauge\n"
+    live = {tuple(k) for snap in snapshots[:1] for k in snap["model_info"]}  # this worker's view
+    for labels in sorted(live):
+        yield f"model_version_info{_labels(('model', 'model_version', 'variant', 'candidate'), labels)} 1\n"
+    yield from _render_scalars(snapshots)
+
+
+def _render_latency(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    yield "# HELP inference_latency_seconds Time to answer one prediction, from request to response.\n"
+    yield "# TYPE inference_latency_seconds histogram\n"
+    for (variant, version), values in sorted(_sum_histograms(snapshots).items()):
+        base = f'variant="{_escape(variant)}",model_version="{_escape(version)}"'
+        cumulative = 0.0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), values[:-1], strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            yield f'inference_latency_seconds_bucket{{{base},le="{le}"}} {cumulative:g}\n'
+        yield f"inference_latency_seconds_count{{{base}}} {cumulative:g}\n"
+        yield f"inference_latency_seconds_sum{{{base}}} {values[-1]:.6f}\n"
+
+
+def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    yield "# HELP model_swaps_total Blue/green model swaps completed.\n# TYPE model_swaps_total counter\n"
+    yield f"model_swaps_total {sum(s.get('swaps', 0) for s in snapshots)}\n"
+    yield "# HELP registry_poll_errors_total Failed polls of the model registry.\n"
+    yield "# TYPE registry_poll_errors_total counter\n"
+    yield f"registry_poll_errors_total {sum(s.get('registry_errors', 0) for s in snapshots)}\n"
+    yield "# HELP circuit_breaker_state Breaker per dependency: 0 closed, 1 half-open, 2 open.\n"
+    yield "# TYPE circuit_breaker_state gauge\n"
+    worst: dict[str, int] = {}
+    for snap in snapshots:
+        for dependency, state in snap.get("breakers", {}).items():
+            worst[dependency] = max(worst.get(dependency, 0), state)
+    for dependency, state in sorted(worst.items()):
+        yield f'circuit_breaker_state{{dependency="{_escape(dependency)}"}} {state}\n'
+
+
+def now() -> float:
+    return time.perf_counter()

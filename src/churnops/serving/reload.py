@@ -1,0 +1,90 @@
+"""Zero-downtime model reloads: poll the registry aliases, load beside, verify, swap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from churnops.core.breaker import CircuitBreaker
+from churnops.errors import ChurnopsError
+from churnops.io.online_store import InMemoryOnlineStore
+from churnops.io.registry import CHAMPION
+from churnops.serving.slots import ModelSlot, build_slot
+from churnops.serving.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_TIMEOUT_S = 10.0
+
+
+async def watch_aliases(state: ServiceState, stop: asyncio.Event) -> None:
+    """Every `reload_poll_seconds`, follow any alias that moved (champion and the variants)."""
+    interval = state.settings.reload_poll_seconds
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            await poll_once(state)
+
+
+async def poll_once(state: ServiceState) -> int:
+    """One poll; returns the number of slots swapped. Failures keep the current models serving."""
+    breaker = state.registry_breaker
+    if not breaker.allow():
+        _export_breaker(state, breaker)
+        return 0
+    swapped = 0
+    for alias in (CHAMPION, *state.settings.variants):
+        try:
+            version = await asyncio.wait_for(
+                asyncio.to_thread(state.registry.alias_version, state.model_name, alias), REGISTRY_TIMEOUT_S
+            )
+        except Exception as err:
+            breaker.record_failure()
+            state.metrics.registry_errors += 1
+            logger.warning(
+                "registry poll failed (%s: %s); keeping the loaded models", type(err).__name__, err
+            )
+            break
+        breaker.record_success()
+        current = state.slots.get(alias)
+        if version is not None and (current is None or current.version != version):
+            swapped += await _swap_in(state, alias, version, current)
+    _export_breaker(state, breaker)
+    return swapped
+
+
+async def _swap_in(state: ServiceState, alias: str, version: str, current: ModelSlot | None) -> int:
+    try:
+        slot, online = await asyncio.to_thread(_load, state, alias, version)
+    except ChurnopsError as err:
+        logger.error("%s v%s not loaded, keeping v%s: %s", alias, version, current and current.version, err)
+        return 0
+    # No await between these assignments: requests see the old pair or the new pair, never a mix.
+    if online is not None:
+        state.online, state.feature_set_version = online, slot.bundle.metadata["feature_set_version"]
+    state.slots.swap(slot)
+    state.metrics.swaps += 1
+    state.refresh_model_info()
+    logger.info("%s: now v%s (was v%s)", alias, version, current.version if current else "none")
+    return 1
+
+
+def _load(state: ServiceState, alias: str, version: str) -> tuple[ModelSlot, InMemoryOnlineStore | None]:
+    """Load and verify a version, and a new online store when its feature set differs."""
+    bundle = state.registry.load_bundle(state.model_name, version)
+    slot = build_slot(state.model_name, version, alias, bundle)
+    wanted = bundle.metadata.get("feature_set_version")
+    if alias != CHAMPION or wanted == state.feature_set_version:
+        return slot, None
+    from churnops.io.offline_store import SqlOfflineStore
+
+    offline = SqlOfflineStore(state.settings.offline_store_url)
+    try:
+        return slot, InMemoryOnlineStore.from_offline(offline, str(wanted))
+    finally:
+        offline.close()
+
+
+def _export_breaker(state: ServiceState, breaker: CircuitBreaker) -> None:
+    state.metrics.breakers["registry"] = int(breaker.state)

@@ -1,0 +1,37 @@
+"""Run the service under uvicorn (uvloop + httptools), one or several workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from churnops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests drain before exit (graceful shutdown)."""
+    import uvicorn
+
+    settings.check_production()
+    metrics_dir = settings.metrics_dir or settings.ensure_home() / "metrics" / f"serve-{port}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the server
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    # Workers are separate processes that build their own Settings from the environment.
+    os.environ["CHURNOPS_METRICS_DIR"] = str(metrics_dir)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per request path: no OpenMP fights
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    uvicorn.run(
+        "churnops.serving.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # our own access log is sampled and written off the request path
+        timeout_graceful_shutdown=30,
+        log_level=settings.log_level.lower(),
+    )

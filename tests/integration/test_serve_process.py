@@ -1,0 +1,203 @@
+"""`churnops serve` as a real process: blue/green swaps under load, multi-worker metrics, SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from churnops.io.registry import MlflowRegistry
+from tests.conftest import PipelineRun
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CLIENTS = 8
+PROMOTIONS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_server(home: Path, workers: int, tmp: Path) -> Server:
+    port = free_port()
+    log = tmp / f"serve-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
+    env |= {"CHURNOPS_HOME": str(home), "CHURNOPS_RELOAD_POLL_SECONDS": "0.5"}
+    cmd = [sys.executable, "-m", "churnops", "serve", "--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return Server(url, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(log.read_text()[-3000:])
+
+
+def stop_server(server: Server) -> int:
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    try:
+        return server.proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        return server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def versions(pipeline_run: PipelineRun) -> list[str]:
+    """Two more registered versions of the same model to promote back and forth."""
+    registry = MlflowRegistry(pipeline_run.settings.tracking_uri, pipeline_run.settings.artifact_root)
+    example = pd.read_csv(pipeline_run.data).head(3)
+    made = []
+    for i in range(2):
+        with registry.run(f"swap-{i}", {}) as run_id:
+            made.append(
+                registry.log_model(run_id, pipeline_run.workdir.bundle, "churn-synthetic", example, {})
+            )
+    return ["1", *made]
+
+
+@pytest.fixture
+def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[Server]:
+    MlflowRegistry(pipeline_run.settings.tracking_uri, None).set_alias("churn-synthetic", "champion", "1")
+    started = start_server(pipeline_run.settings.home, workers=2, tmp=tmp_path)
+    yield started
+    stop_server(started)
+    MlflowRegistry(pipeline_run.settings.tracking_uri, None).set_alias("churn-synthetic", "champion", "1")
+
+
+def test_promotions_under_load(server: Server, pipeline_run: PipelineRun, versions: list[str]) -> None:
+    """8 clients without pause while champion moves 5 times: no non-2xx, every answer from a champion."""
+    registry = MlflowRegistry(pipeline_run.settings.tracking_uri, None)
+    ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(500))
+    timeline: list[tuple[float, str]] = [(time.monotonic(), "1")]  # (time the alias moved, version)
+    results: list[tuple[float, float, int, str | None]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            i = worker
+            while not stop.is_set():
+                started = time.monotonic()
+                response = http.post("/v1/predict", json={"customer_id": ids[i % len(ids)]})
+                version = (
+                    response.json().get("model", {}).get("version") if response.status_code == 200 else None
+                )
+                with lock:
+                    results.append((started, time.monotonic(), response.status_code, version))
+                i += CLIENTS
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(PROMOTIONS):
+            time.sleep(1.5)
+            target = versions[(n + 1) % len(versions)]
+            registry.set_alias("churn-synthetic", "champion", target)
+            timeline.append((time.monotonic(), target))
+            wait_for_version(server, target)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert len(results) > 500
+    failures = [r for r in results if r[2] != 200]
+    assert failures == []
+    # The server follows the registry by polling: a response may name the version that was champion up
+    # to one swap delay (<= 5 s) before it started, never one that was not champion in that window.
+    for started, finished, _, version in results:
+        window = [v for t, v in champions_between(timeline, started - 5.0, finished)]
+        assert version in window, (started, finished, version, timeline)
+
+
+def champions_between(timeline: list[tuple[float, str]], start: float, end: float) -> list[tuple[float, str]]:
+    """Versions that held the champion alias at some instant of [start, end]."""
+    held = []
+    for i, (moved, version) in enumerate(timeline):
+        until = timeline[i + 1][0] if i + 1 < len(timeline) else float("inf")
+        if moved <= end and until >= start:
+            held.append((moved, version))
+    return held
+
+
+def wait_for_version(server: Server, version: str, timeout: float = 5.0) -> None:
+    """Every worker serves `version` within the 5 s bound (asked several times: workers differ)."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while time.monotonic() < deadline:
+        seen = httpx.get(f"{server.url}/v1/models", timeout=5).json()["champion"]
+        streak = streak + 1 if seen == version else 0
+        if streak >= 6:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"server still not on v{version} after {timeout} s")
+
+
+def test_metrics_sum_over_workers(server: Server, pipeline_run: PipelineRun) -> None:
+    ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(100))
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for cid in ids:
+            assert http.post("/v1/predict", json={"customer_id": cid}).status_code == 200
+        time.sleep(2.5)  # every worker publishes its counters once a second
+        text = http.get("/metrics").text
+    total = sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("predictions_total{") and 'outcome="ok"' in line
+    )
+    assert total == len(ids)
+
+
+def test_sigterm_drains_in_flight_requests(server: Server, pipeline_run: PipelineRun) -> None:
+    ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(4000))
+    extra = {"contract": "One year", "support_calls": 3, "region": "Atlantis"}  # more work per instance
+    payload = {"instances": [{"customer_id": cid, "features": extra} for cid in (ids * 3)[:10_000]]}
+    outcome: dict[str, object] = {}
+
+    def big_batch() -> None:
+        try:
+            response = httpx.post(f"{server.url}/v1/predict/batch", json=payload, timeout=60)
+            outcome["status"] = response.status_code
+            outcome["count"] = len(response.json()["predictions"])
+        except httpx.HTTPError as err:
+            outcome["error"] = repr(err)
+
+    thread = threading.Thread(target=big_batch)
+    thread.start()
+    time.sleep(0.1)  # the batch is being sent or scored
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    thread.join(timeout=60)
+    assert outcome.get("status") == 200, outcome
+    assert outcome["count"] == 10_000
+    assert server.proc.wait(timeout=40) == 0
