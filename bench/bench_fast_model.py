@@ -63,8 +63,10 @@ def main(train_rows: int) -> None:
     booster, best = classifier.booster, classifier.best_iteration
     fast = FastModel.build(classifier, transformer.output_sources, spec.feature_columns)
     fast.warm_up()
-    print(f"model: {best} trees x 31 leaves, {x.shape[1]} outputs, {len(fast.raw_features)} raw features "
-          f"(train {trained.seconds:.1f} s)")
+    print(
+        f"model: {best} trees x 31 leaves, {x.shape[1]} outputs, {len(fast.raw_features)} raw features "
+        f"(train {trained.seconds:.1f} s)"
+    )
 
     rows = x[:1000]
     singles = x[:50]
@@ -77,7 +79,9 @@ def main(train_rows: int) -> None:
     print("\none row (µs/row)")
     print(f"  booster.predict                {predict_us:9.1f}")
     print(f"  booster.predict pred_contrib   {contrib_us:9.1f}")
-    print(f"  FastModel.score_one            {fast_us:9.1f}   ({predict_us / fast_us:.1f}x faster than predict)")
+    print(
+        f"  FastModel.score_one            {fast_us:9.1f}   ({predict_us / fast_us:.1f}x faster than predict)"
+    )
     print(f"  score_one + top_reasons(3)     {reasons_us:9.1f}")
 
     matrix = np.ascontiguousarray(np.tile(x, (BATCH_ROWS // len(x) + 1, 1))[:BATCH_ROWS])
@@ -93,9 +97,11 @@ def main(train_rows: int) -> None:
 
     proba, contributions = fast.score_batch(x)
     raw = booster.predict(x, num_iteration=best, raw_score=True)
-    print(f"\naccuracy on {len(x):,} rows: max |proba - predict| = "
-          f"{np.abs(proba - classifier.predict_proba(x)).max():.1e}, "
-          f"max |bias + sum(contrib) - raw| = {np.abs(fast.bias + contributions.sum(axis=1) - raw).max():.1e}")
+    print(
+        f"\naccuracy on {len(x):,} rows: max |proba - predict| = "
+        f"{np.abs(proba - classifier.predict_proba(x)).max():.1e}, "
+        f"max |bias + sum(contrib) - raw| = {np.abs(fast.bias + contributions.sum(axis=1) - raw).max():.1e}"
+    )
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

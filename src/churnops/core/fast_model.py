@@ -8,15 +8,22 @@ root values) plus the contributions is exactly the raw margin. They are precompu
 raw features (an output fed by several raw features, such as a cross, is split equally),
 so scoring a row is: walk each tree to its leaf, add the leaf's margin and raw-feature vector.
 
-Tree layout, over all nodes of all trees: `nodes[i] = (feature, left, right, flags)`
-(int32), `thresholds[i]` (float64); a child < 0 is the leaf `-child - 1`; flags bit 0 is
-default-left and bits 1-2 LightGBM's missing type. Each engine's own decision rule is
-reproduced: LightGBM compares doubles (`x <= threshold`), XGBoost float32 (`x < threshold`).
+Forest layout (`_Forest.args`): `nodes[i] = (feature, left, right, flags)` int32 and
+`thresholds[i]` float64 over the internal nodes of all trees, then one node per leaf that
+points to itself; flags bit 0 is default-left, bits 1-2 the missing type. Every split
+reads "go left when x <= threshold": XGBoost's float32 test `float32(x) < t` is turned into
+the equivalent double threshold at build time. `leaves[l] = (value, contribution per raw
+feature)`. `schedule` holds the roots (deepest tree first), each tree's position in that
+order and how many trees are still walking at each depth: rows without missing values step
+all trees level by level without branches; rows with NaN (or LightGBM's near-zero values)
+take the exact per-node rule of the engine (missing_type, default_left).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,64 +35,116 @@ from numpy.typing import NDArray
 
 from churnops.core.candidates import Classifier, LightGBMClassifier, LinearClassifier, XGBoostClassifier
 
+logger = logging.getLogger(__name__)
+
 FloatArray = NDArray[np.float64]
 F = TypeVar("F", bound=Callable[..., Any])
 
-_LIGHTGBM, _XGBOOST = 0, 1  # decision rule of the forest kernels
 _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
+_ZERO_MISSING, _NAN_MISSING = 1, 2
 # LightGBM's kZeroThreshold (a float literal held in a double): values this close to 0 are
 # left out of its sparse rows, i.e. read as 0, and count as missing under missing_type Zero.
 _ZERO = float(np.float32(1e-35))
+_CHUNK = 256  # rows per parallel task in the batch kernels
+
+
+@functools.cache
+def _warn_uncached() -> None:
+    logger.warning("numba found no writable cache directory: FastModel kernels compile in every process")
 
 
 def _kernel(parallel: bool = False) -> Callable[[F], F]:
-    # numba only warns when it cannot write its cache (read-only install); NUMBA_CACHE_DIR is honoured.
-    return cast(Callable[[F], F], numba.njit(cache=True, nogil=True, parallel=parallel))
+    """numba-compile a kernel, cached on disk when numba finds a writable place (NUMBA_CACHE_DIR first)."""
+
+    def compile_(func: F) -> F:
+        try:
+            return cast(F, numba.njit(cache=True, nogil=True, parallel=parallel)(func))
+        except RuntimeError as err:  # read-only install and no writable cache directory
+            if "cannot cache" not in str(err):
+                raise
+            _warn_uncached()
+            return cast(F, numba.njit(nogil=True, parallel=parallel)(func))
+
+    return compile_
 
 
 @_kernel()
-def _goes_left(x: float, threshold: float, flags: int, mode: int) -> bool:
-    default_left = (flags & 1) != 0
-    if mode == _XGBOOST:
-        if math.isnan(x):
-            return default_left
-        return bool(np.float32(x) < threshold)  # threshold holds a float32 value
+def _goes_left(x: float, threshold: float, flags: int, snap: bool) -> bool:
+    """The engine's full rule: missing values, LightGBM's zero snapping and missing_type."""
     missing = flags >> 1
     if math.isnan(x):
-        if missing == 2:
-            return default_left
+        if missing == _NAN_MISSING:
+            return (flags & 1) != 0
         x = 0.0
-    if abs(x) <= _ZERO:
-        if missing == 1:
-            return default_left
+    if snap and abs(x) <= _ZERO:
+        if missing == _ZERO_MISSING:
+            return (flags & 1) != 0
         x = 0.0
     return x <= threshold
+
+
+@_kernel()
+def _needs_exact_walk(row: FloatArray, snap: bool) -> bool:
+    for j in range(row.shape[0]):
+        x = row[j]
+        if math.isnan(x) or (snap and x != 0.0 and abs(x) <= _ZERO):
+            return True
+    return False
 
 
 @_kernel()
 def _forest_row(
     row: FloatArray,
     out: FloatArray,
+    cur: NDArray[np.int32],
     nodes: NDArray[np.int32],
     thresholds: FloatArray,
-    roots: NDArray[np.int32],
-    leaf_values: FloatArray,
-    leaf_contrib: FloatArray,
-    mode: int,
+    schedule: NDArray[np.int32],
+    leaves: FloatArray,
+    n_trees: int,
+    n_internal: int,
+    snap: bool,
+    exact_only: bool,
     base: float,
     scale: float,
 ) -> float:
+    cur[:] = schedule[:n_trees]  # roots, deepest trees first
+    if exact_only or _needs_exact_walk(row, snap):
+        for k in range(n_trees):
+            node = cur[k]
+            while node < n_internal:
+                left = _goes_left(row[nodes[node, 0]], thresholds[node], nodes[node, 3], snap)
+                node = nodes[node, 1] if left else nodes[node, 2]
+            cur[k] = node
+    else:
+        # No missing value: step all trees one level at a time, without branches (leaves loop
+        # on themselves), so the walks of different trees overlap instead of mispredicting.
+        active = schedule[2 * n_trees :]
+        for depth in range(active.shape[0]):
+            for k in range(active[depth]):
+                node = cur[k]
+                cur[k] = nodes[node, 1 + np.int64(row[nodes[node, 0]] > thresholds[node])]
     margin = base
-    for tree in range(roots.shape[0]):
-        node = roots[tree]
-        while node >= 0:
-            left = _goes_left(row[nodes[node, 0]], thresholds[node], nodes[node, 3], mode)
-            node = nodes[node, 1] if left else nodes[node, 2]
-        leaf = -node - 1
-        margin += leaf_values[leaf]
+    for tree in range(n_trees):  # in the engine's order, so the margin matches it to the last bit
+        leaf = cur[schedule[n_trees + tree]] - n_internal
+        margin += leaves[leaf, 0]
         for r in range(out.shape[0]):
-            out[r] += leaf_contrib[leaf, r]
+            out[r] += leaves[leaf, r + 1]
     return 1.0 / (1.0 + math.exp(-scale * margin))
+
+
+@_kernel()
+def _forest_one(row: FloatArray, out: FloatArray, *args: Any) -> float:
+    return _forest_row(row, out, np.empty(args[4], np.int32), *args)
+
+
+@_kernel(parallel=True)
+def _forest_batch(matrix: FloatArray, proba: FloatArray, contrib: FloatArray, *args: Any) -> None:
+    n = matrix.shape[0]
+    for chunk in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        cur = np.empty(args[4], np.int32)
+        for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            proba[i] = _forest_row(matrix[i], contrib[i], cur, *args)
 
 
 @_kernel()
@@ -110,12 +169,6 @@ def _linear_row(
 
 
 @_kernel(parallel=True)
-def _forest_batch(matrix: FloatArray, proba: FloatArray, contrib: FloatArray, *args: Any) -> None:
-    for i in numba.prange(matrix.shape[0]):
-        proba[i] = _forest_row(matrix[i], contrib[i], *args)
-
-
-@_kernel(parallel=True)
 def _linear_batch(matrix: FloatArray, proba: FloatArray, contrib: FloatArray, *args: Any) -> None:
     for i in numba.prange(matrix.shape[0]):
         proba[i] = _linear_row(matrix[i], contrib[i], *args)
@@ -126,27 +179,24 @@ def _top_k(values: FloatArray, rank: NDArray[np.int64], k: int) -> NDArray[np.in
     chosen = np.empty(k, np.int64)
     taken = np.zeros(values.shape[0], np.bool_)
     for slot in range(k):
-        best = -1
+        best, top = -1, -1.0
         for r in range(values.shape[0]):
-            if taken[r]:
-                continue
-            if best < 0 or abs(values[r]) > abs(values[best]):
-                best = r
-            elif abs(values[r]) == abs(values[best]) and rank[r] < rank[best]:
-                best = r
+            size = abs(values[r])
+            if not taken[r] and (best < 0 or size > top or (size == top and rank[r] < rank[best])):
+                best, top = r, size
         taken[best] = True
         chosen[slot] = best
     return chosen
 
 
 _KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None]]] = {
-    "forest": (_forest_row, _forest_batch),
+    "forest": (_forest_one, _forest_batch),
     "linear": (_linear_row, _linear_batch),
 }
 
 
 class FastModel:
-    """Probability + raw-feature contributions from a fitted Classifier, without pandas or the library's predict.
+    """Probability + raw-feature contributions from a fitted Classifier, without pandas or its predict.
 
     Contributions are in log-odds; `bias + contributions.sum()` is the model's raw margin.
     """
@@ -316,73 +366,115 @@ class _Tree:
     value: list[float] = field(default_factory=list)  # leaf value, or the node's value for attribution
 
     def add(self, feature: int = -1, threshold: float = 0.0, flags: int = 0, value: float = 0.0) -> int:
-        for column, item in zip(
-            (self.feature, self.threshold, self.flags, self.left, self.right, self.value),
-            (feature, threshold, flags, -1, -1, value),
-            strict=True,
-        ):
-            column.append(item)
+        self.feature.append(feature)
+        self.threshold.append(threshold)
+        self.flags.append(flags)
+        self.left.append(-1)
+        self.right.append(-1)
+        self.value.append(value)
         return len(self.value) - 1
 
 
 @dataclass
 class _Forest:
-    """Flat arrays over all trees, ready for the kernels."""
+    """All trees as flat arrays: internal nodes first, then one self-looping node per leaf."""
 
-    nodes: list[tuple[int, int, int, int]] = field(default_factory=list)
-    thresholds: list[float] = field(default_factory=list)
-    roots: list[int] = field(default_factory=list)
-    leaf_values: list[float] = field(default_factory=list)
-    leaf_contrib: list[FloatArray] = field(default_factory=list)
-    mode: int = _LIGHTGBM
+    n_raw: int
+    snap: bool  # LightGBM reads |x| <= kZeroThreshold as 0; XGBoost does not
     base: float = 0.0  # margin before any tree (XGBoost's base score)
     scale: float = 1.0  # probability = sigmoid(scale * margin)
     bias: float = 0.0  # base + the sum of the root values
+    exact_only: bool = False  # a missing_type Zero split sends 0 against its threshold
+    nodes: list[tuple[int, int, int, int]] = field(default_factory=list)  # leaves as ~leaf until args()
+    thresholds: list[float] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)
+    leaves: list[FloatArray] = field(default_factory=list)  # leaf value, then its raw-feature attribution
 
     def append(self, tree: _Tree, weights: FloatArray) -> None:
-        """Number the tree's internal nodes and leaves globally and precompute each leaf's attribution."""
+        """Number the tree's nodes globally and precompute each leaf's value and attribution."""
         code: dict[int, int] = {}
         for local in range(len(tree.value)):
             if tree.left[local] < 0:
-                code[local] = -len(self.leaf_values) - 1
-                self.leaf_values.append(tree.value[local])
-                self.leaf_contrib.append(np.zeros(weights.shape[1]))
+                code[local] = ~len(self.leaves)
+                self.leaves.append(np.zeros(self.n_raw + 1))
             else:
                 code[local] = len(self.nodes)
-                self.nodes.append((0, 0, 0, 0))  # filled below, once children have codes
+                self.nodes.append((0, 0, 0, 0))  # filled below, once every node has a code
                 self.thresholds.append(tree.threshold[local])
+                self.exact_only |= tree.flags[local] >> 1 == _ZERO_MISSING and (
+                    bool(tree.flags[local] & 1) != (tree.threshold[local] >= 0.0)
+                )
         for local, node in code.items():
             if node >= 0:
-                self.nodes[node] = (
-                    tree.feature[local],
-                    code[tree.left[local]],
-                    code[tree.right[local]],
-                    tree.flags[local],
-                )
+                left, right = code[tree.left[local]], code[tree.right[local]]
+                self.nodes[node] = (tree.feature[local], left, right, tree.flags[local])
         self.roots.append(code[0])
         self.bias += tree.value[0]
-        stack = [(0, np.zeros(weights.shape[1]))]
+        self.depths.append(self._attribute(tree, code, weights))
+
+    def _attribute(self, tree: _Tree, code: dict[int, int], weights: FloatArray) -> int:
+        """Fill each leaf's row (value, path attribution); return the tree's depth."""
+        stack, depth = [(0, 0, np.zeros(self.n_raw))], 0
         while stack:
-            local, path = stack.pop()
+            local, level, path = stack.pop()
             if tree.left[local] < 0:
-                self.leaf_contrib[-code[local] - 1] = path
+                self.leaves[~code[local]] = np.concatenate(([tree.value[local]], path))
+                depth = max(depth, level)
                 continue
             for child in (tree.left[local], tree.right[local]):
                 gain = tree.value[child] - tree.value[local]
-                stack.append((child, path + gain * weights[tree.feature[local]]))
+                stack.append((child, level + 1, path + gain * weights[tree.feature[local]]))
+        return depth
 
     def args(self) -> tuple[Any, ...]:
-        n_raw = self.leaf_contrib[0].shape[0] if self.leaf_contrib else 0
+        """Kernel arguments after `row, out(, scratch)`: see `_forest_row`."""
+        n_internal = len(self.nodes)
+
+        def final(node: int) -> int:
+            return node if node >= 0 else n_internal + ~node
+
+        nodes = np.array(
+            [(f, final(a), final(b), flags) for f, a, b, flags in self.nodes]
+            + [(0, n_internal + i, n_internal + i, 0) for i in range(len(self.leaves))],
+            dtype=np.int32,
+        ).reshape(-1, 4)
+        thresholds = np.concatenate([np.array(self.thresholds), np.zeros(len(self.leaves))])
+        depths = np.array(self.depths, dtype=np.int64)
+        order = np.argsort(-depths, kind="stable")  # deepest first: the trees still walking are a prefix
+        active = [int((depths > level).sum()) for level in range(int(depths.max(initial=0)))]
+        roots = [final(self.roots[t]) for t in order]
+        schedule = np.array([*roots, *np.argsort(order).tolist(), *active], dtype=np.int32)
+        leaves = np.array(self.leaves, dtype=np.float64).reshape(-1, self.n_raw + 1)
+        n_trees = len(self.roots)
         return (
-            np.array(self.nodes, dtype=np.int32).reshape(-1, 4),
-            np.array(self.thresholds, dtype=np.float64),
-            np.array(self.roots, dtype=np.int32),
-            np.array(self.leaf_values, dtype=np.float64),
-            np.array(self.leaf_contrib, dtype=np.float64).reshape(-1, n_raw),
-            self.mode,
+            nodes,
+            thresholds,
+            schedule,
+            leaves,
+            n_trees,
+            n_internal,
+            self.snap,
+            self.exact_only,
             self.base,
             self.scale,
         )
+
+
+def _float32_less_as_le(threshold: float) -> float:
+    """The double q such that float32(x) < threshold exactly when x <= q (round to nearest even).
+
+    XGBoost compares float32(x) < t; between float32 t's predecessor p and t, doubles below the
+    midpoint round to p, above it to t, and the midpoint itself to whichever has an even mantissa.
+    """
+    t = np.float32(threshold)
+    if not np.isfinite(t):
+        raise ValueError(f"unsupported XGBoost split threshold {threshold}")
+    p = np.nextafter(t, np.float32(-np.inf))
+    below = float(p) if np.isfinite(p) else -(2.0**128)  # rounding past -max gives -inf, "even"
+    midpoint = (below + float(t)) / 2.0  # exact: two adjacent float32 values
+    p_is_even = not np.isfinite(p) or int(p.view(np.uint32)) & 1 == 0
+    return midpoint if p_is_even else float(np.nextafter(midpoint, -np.inf))
 
 
 def _lightgbm_forest(classifier: LightGBMClassifier, weights: FloatArray) -> _Forest:
@@ -395,7 +487,7 @@ def _lightgbm_forest(classifier: LightGBMClassifier, weights: FloatArray) -> _Fo
     if dump["max_feature_idx"] + 1 != weights.shape[0]:
         raise ValueError(f"booster has {dump['max_feature_idx'] + 1} features, expected {weights.shape[0]}")
     sigmoid = [float(p.split(":")[1]) for p in objective.split() if p.startswith("sigmoid:")]
-    forest = _Forest(mode=_LIGHTGBM, scale=sigmoid[0] if sigmoid else 1.0)
+    forest = _Forest(weights.shape[1], snap=True, scale=sigmoid[0] if sigmoid else 1.0)
     for info in dump["tree_info"]:
         forest.append(_lightgbm_tree(info["tree_structure"]), weights)
     return forest
@@ -438,7 +530,7 @@ def _xgboost_forest(classifier: XGBoostClassifier, weights: FloatArray) -> _Fore
     base_score = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
     base = math.log(base_score / (1.0 - base_score))
     indptr = model.get("iteration_indptr") or list(range(len(model["trees"]) + 1))
-    forest = _Forest(mode=_XGBOOST, base=base, bias=base)
+    forest = _Forest(weights.shape[1], snap=False, base=base, bias=base)
     for raw_tree in model["trees"][: indptr[classifier.best_iteration]]:
         forest.append(_xgboost_tree(raw_tree), weights)
     return forest
@@ -454,9 +546,10 @@ def _xgboost_tree(raw: Mapping[str, Any]) -> _Tree:
         if left[node] >= 0:
             order += [left[node], right[node]]
     for node in order:
-        flags = int(bool(raw["default_left"][node]))
-        threshold = float(np.float32(raw["split_conditions"][node]))
-        local[node] = tree.add(int(raw["split_indices"][node]), threshold, flags, threshold)
+        flags = int(bool(raw["default_left"][node])) | _NAN_MISSING << 1
+        value = float(np.float32(raw["split_conditions"][node]))  # a leaf's value, or a split's threshold
+        threshold = _float32_less_as_le(value) if left[node] >= 0 else 0.0
+        local[node] = tree.add(int(raw["split_indices"][node]), threshold, flags, value)
     for node in reversed(order):  # children after parents in `order`: fill values bottom-up
         if left[node] >= 0:
             i, a, b = local[node], left[node], right[node]

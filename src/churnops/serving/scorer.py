@@ -37,10 +37,8 @@ class FeatureRules:
                     f"{prefix}.{name}: unknown feature (known: {self.names})", f"{prefix}.{name}"
                 )
             if not isinstance(value, _SCALARS):
-                kind = type(value).__name__
-                raise InvalidRequest(
-                    f"{prefix}.{name}: expected a string, number, boolean or null, got {kind}", f"{prefix}.{name}"
-                )
+                field, kind = f"{prefix}.{name}", type(value).__name__
+                raise InvalidRequest(f"{field}: expected a string, number, bool or null, got {kind}", field)
             if name in self.numerical and value is not None and not _is_number(value):
                 raise InvalidRequest(
                     f"{prefix}.{name}: expected a number or null, got {value!r}", f"{prefix}.{name}"

@@ -1,0 +1,307 @@
+"""Serving benchmark, one run on this machine: churnops vs `mlflow models serve` vs a bare ASGI ceiling.
+
+Each server is pinned to core 0 (`taskset -c 0`, one worker) and wrk to core 1.
+Prepares a registered LightGBM champion on synthetic data in a throwaway
+CHURNOPS_HOME, then measures at 16 and 64 connections:
+  1. bare ASGI under uvicorn (uvloop + httptools) returning a fixed JSON body;
+  2. churnops /v1/predict for random known customers (online-store features, reason codes, metrics on);
+  3. `mlflow models serve` of the very same model version, one-row dataframe_split bodies.
+Then the batch figure: `churnops score` on 1,000,000 rows against LightGBM's own
+`predict` on the ready numpy matrix (the floor).
+
+Usage: python bench/bench_serve.py [--duration 10] [--skip-batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONNECTIONS = (16, 64)
+
+PARAMS = """
+training:
+  candidates:
+    - name: lightgbm
+      kind: lightgbm
+      params: {n_estimators: 2000, learning_rate: 0.05, num_leaves: 31, min_child_samples: 40}
+      early_stopping_rounds: 50
+evaluation: {cv_folds: 0}
+"""
+
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'JSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk (apt)...", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=300)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=300)
+    return shutil.which("wrk") or "wrk"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
+    env |= {"CHURNOPS_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env |= {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return env
+
+
+def prepare(tmp: Path, rows: int) -> tuple[Path, Path, pd.DataFrame]:
+    from churnops.core.synthetic import generate_customers
+
+    home = tmp / "home"
+    data = tmp / "customers.csv"
+    frame = generate_customers(rows, seed=42)
+    frame.to_csv(data, index=False)
+    (tmp / "params.yaml").write_text(PARAMS)
+    cmd = [
+        str(BIN / "churnops"),
+        "pipeline",
+        "run",
+        "--data",
+        str(data),
+        "--params",
+        str(tmp / "params.yaml"),
+    ]
+    subprocess.run(cmd, env=env_for(home), check=True, timeout=900)
+    return home, data, frame
+
+
+def start(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", "0", *cmd],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(ready_url)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def lua_script(path: Path, bodies: list[str]) -> Path:
+    quoted = ",\n".join(json.dumps(b) for b in bodies)
+    path.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local bodies = {{\n{quoted}\n}}\nlocal n = #bodies\n"
+        "request = function()\n  return wrk.format(nil, nil, nil, bodies[math.random(n)])\nend\n" + LUA_DONE
+    )
+    return path
+
+
+def get_script(path: Path) -> Path:
+    path.write_text(LUA_DONE)
+    return path
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
+    cmd = ["taskset", "-c", "1", wrk, "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url]
+    warm = [*cmd[:5], "-d2s", *cmd[6:]]
+    subprocess.run(warm, capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
+    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    return stats
+
+
+def measure(name: str, wrk: str, url: str, script: Path, duration: int) -> dict[int, dict[str, float]]:
+    results = {}
+    for connections in CONNECTIONS:
+        stats = run_wrk(wrk, url, script, connections, duration)
+        results[connections] = stats
+        print(
+            f"{name:22} c={connections:<3} {stats['rps']:9,.0f} req/s  p50 {stats['p50_us'] / 1e3:6.2f} ms  "
+            f"p95 {stats['p95_us'] / 1e3:6.2f} ms  p99 {stats['p99_us'] / 1e3:6.2f} ms  "
+            f"non-2xx {stats['non2xx']}  socket errors {stats['socket_errors']}",
+            flush=True,
+        )
+    return results
+
+
+def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int) -> None:
+    env = env_for(home)
+    rng = random.Random(0)
+    ids = rng.sample(list(frame["customer_id"]), 2000)
+    features = frame.drop(columns=["customer_id", "churn", "true_churn_probability"])
+    rows = features.sample(500, random_state=0)
+    mlflow_bodies = [
+        json.dumps({"dataframe_split": {"columns": list(rows.columns), "data": [list(r)]}}, default=float)
+        for r in rows.astype(object).itertuples(index=False)
+    ]
+    churnops_script = lua_script(tmp / "churnops.lua", [json.dumps({"customer_id": c}) for c in ids])
+    mlflow_script = lua_script(tmp / "mlflow.lua", mlflow_bodies)
+    results = {}
+
+    port = free_port()
+    cmd = [
+        str(BIN / "uvicorn"),
+        "bare_asgi:app",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--app-dir",
+        str(REPO / "bench"),
+    ]
+    proc = start(cmd, env, f"http://127.0.0.1:{port}/", tmp / "bare.log")
+    try:
+        results["bare"] = measure(
+            "bare ASGI (ceiling)", wrk, f"http://127.0.0.1:{port}/", get_script(tmp / "g.lua"), duration
+        )
+    finally:
+        stop(proc)
+
+    port = free_port()
+    cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
+    proc = start(cmd, env, f"http://127.0.0.1:{port}/health/ready", tmp / "churnops.log")
+    try:
+        results["churnops"] = measure(
+            "churnops /v1/predict", wrk, f"http://127.0.0.1:{port}/v1/predict", churnops_script, duration
+        )
+        check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
+        print(f"  sample response: reasons={check['reasons']}, source={check['feature_source']}")
+    finally:
+        stop(proc)
+
+    port = free_port()
+    env_mlflow = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+    cmd = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/churn-synthetic@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    proc = start(cmd, env_mlflow, f"http://127.0.0.1:{port}/ping", tmp / "mlflow.log")
+    try:
+        results["mlflow"] = measure(
+            "mlflow models serve", wrk, f"http://127.0.0.1:{port}/invocations", mlflow_script, duration
+        )
+    finally:
+        stop(proc)
+
+    print()
+    for c in CONNECTIONS:
+        ours, theirs, ceiling = (results[k][c]["rps"] for k in ("churnops", "mlflow", "bare"))
+        print(f"c={c:<3} churnops/mlflow {ours / theirs:6.1f}x   churnops/ceiling {ours / ceiling:5.2f}")
+
+
+def batch(tmp: Path, home: Path, rows: int) -> None:
+    import numpy as np
+
+    from churnops.core.synthetic import generate_customers
+    from churnops.io.registry import MlflowRegistry
+
+    data, out = tmp / "batch.parquet", tmp / "scored.parquet"
+    generate_customers(rows, seed=7).drop(columns=["churn", "true_churn_probability"]).to_parquet(
+        data, index=False
+    )
+    registry = MlflowRegistry(f"sqlite:///{home / 'mlflow.db'}", None)
+    bundle = registry.load_bundle("churn-synthetic", "champion")
+    matrix = bundle.transformer.transform(pd.read_parquet(data))
+    booster = bundle.classifier.booster  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    booster.predict(matrix, num_iteration=bundle.classifier.best_iteration)  # type: ignore[attr-defined]
+    floor = time.perf_counter() - started
+    del matrix
+    cmd = [str(BIN / "churnops"), "score", "--data", str(data), "--out", str(out)]
+    started = time.perf_counter()
+    subprocess.run(
+        cmd, env=env_for(home) | {"NUMBA_NUM_THREADS": str(os.cpu_count() or 1)}, check=True, timeout=900
+    )
+    wall = time.perf_counter() - started
+    scored = pd.read_parquet(out)
+    assert len(scored) == rows
+    assert np.isfinite(scored["churn_probability"]).all()
+    print(f"\nbatch {rows:,} rows: booster.predict on a ready matrix {rows / floor:,.0f} rows/s (floor)")
+    print(
+        f"  churnops score (whole command: start-up, read, transform, score, reasons, write) "
+        f"{rows / wall:,.0f} rows/s = {floor / wall:.0%} of the floor"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch-rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-batch", action="store_true")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        home, _, frame = prepare(tmp, args.rows)
+        serving(tmp, home, frame, wrk, args.duration)
+        if not args.skip_batch:
+            batch(tmp, home, args.batch_rows)
+
+
+if __name__ == "__main__":
+    main()
