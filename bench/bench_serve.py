@@ -256,6 +256,7 @@ def batch(tmp: Path, home: Path, rows: int) -> None:
 
     from churnops.core.synthetic import generate_customers
     from churnops.io.registry import MlflowRegistry
+    from churnops.jobs.score import score_file
 
     data, out = tmp / "batch.parquet", tmp / "scored.parquet"
     generate_customers(rows, seed=7).drop(columns=["churn", "true_churn_probability"]).to_parquet(
@@ -269,6 +270,8 @@ def batch(tmp: Path, home: Path, rows: int) -> None:
     booster.predict(matrix, num_iteration=bundle.classifier.best_iteration)  # type: ignore[attr-defined]
     floor = time.perf_counter() - started
     del matrix
+    model = {"name": "churn-synthetic", "version": "1", "variant": "champion"}
+    work = score_file(bundle, data, out, model)
     cmd = [str(BIN / "churnops"), "score", "--data", str(data), "--out", str(out)]
     started = time.perf_counter()
     subprocess.run(
@@ -278,10 +281,18 @@ def batch(tmp: Path, home: Path, rows: int) -> None:
     scored = pd.read_parquet(out)
     assert len(scored) == rows
     assert np.isfinite(scored["churn_probability"]).all()
-    print(f"\nbatch {rows:,} rows: booster.predict on a ready matrix {rows / floor:,.0f} rows/s (floor)")
+    scoring = work["total_s"] - work["compile_s"]
+    print(f"\nbatch {rows:,} rows, Parquet in and out, 2 cores")
+    print(f"  floor: booster.predict on a ready matrix      {rows / floor:10,.0f} rows/s")
     print(
-        f"  churnops score (whole command: start-up, read, transform, score, reasons, write) "
-        f"{rows / wall:,.0f} rows/s = {floor / wall:.0%} of the floor"
+        f"  churnops score, the scoring work              {rows / scoring:10,.0f} rows/s = "
+        f"{floor / scoring:.0%} "
+        f"of the floor (read {work['read_s']:.1f} s, transform+score+reasons {work['score_s']:.1f} s, "
+        f"write {work['write_s']:.1f} s)"
+    )
+    print(
+        f"  churnops score, whole command                 {rows / wall:10,.0f} rows/s = {floor / wall:.0%} "
+        f"of the floor ({wall:.1f} s incl. interpreter, MLflow import, registry lookup, JIT cache load)"
     )
 
 

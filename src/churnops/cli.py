@@ -332,17 +332,17 @@ def score(
 
         raise NotFound(f"{name} has no alias {version!r}")
     bundle = registry.load_bundle(name, resolved)
-    columns = (TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"))
+    columns = (TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,} rows"))
     with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task("score", total=None)
-        rows = score_file(
+        summary = score_file(
             bundle,
             data,
             out,
             {"name": name, "version": resolved, "variant": version},
             lambda done, total: progress.update(task, completed=done, total=total),
         )
-    console.print(f"scored {rows:,} rows with {name} v{resolved} -> {out}")
+    console.print(f"scored {int(summary['rows']):,} rows with {name} v{resolved} -> {out}")
 
 
 @app.command()
@@ -356,10 +356,12 @@ def serve(
     ] = None,
 ) -> None:
     """Serve /v1/predict from the registry's champion (OpenAPI at /docs)."""
+    from churnops.serving import logs
     from churnops.serving.server import run
 
     settings = _settings()
-    _configure_logging(settings, _console())
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    logs.configure(settings)
     run(settings, host or settings.serve_host, port or settings.serve_port, workers or settings.serve_workers)
 
 

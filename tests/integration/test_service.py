@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churnops.io.registry import MlflowRegistry
-from churnops.serving.app import create_app
+from churnops.serving.app import serving_app
 from churnops.settings import Settings
 from tests.conftest import PipelineRun
 
@@ -27,7 +27,7 @@ def client(pipeline_run: PipelineRun) -> Iterator[TestClient]:
         CHURNOPS_RELOAD_POLL_SECONDS=0.5,
         CHURNOPS_ACCESS_LOG_SAMPLE=1.0,
     )
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(serving_app(settings)) as test_client:
         yield test_client
 
 

@@ -169,6 +169,34 @@ def _linear_row(
 
 
 @_kernel(parallel=True)
+def _top_k_batch(
+    values: FloatArray, name_rank: NDArray[np.int64], out_index: NDArray[np.int64], out_value: FloatArray
+) -> None:
+    """Per row, the k columns of largest |value|, ties to the lower name rank (as `top_reasons`)."""
+    k = out_index.shape[1]
+    for i in numba.prange(values.shape[0]):
+        filled = 0
+        for r in range(values.shape[1]):
+            m = abs(values[i, r])
+            slot = filled
+            # Insertion into the k best so far, ordered by (|value| desc, name rank asc).
+            while slot > 0:
+                prev = out_index[i, slot - 1]
+                pm = abs(values[i, prev])
+                if pm > m or (pm == m and name_rank[prev] < name_rank[r]):
+                    break
+                slot -= 1
+            if slot >= k:
+                continue
+            for s in range(min(filled, k - 1), slot, -1):
+                out_index[i, s] = out_index[i, s - 1]
+            out_index[i, slot] = r
+            filled = min(filled + 1, k)
+        for s in range(k):
+            out_value[i, s] = values[i, out_index[i, s]]
+
+
+@_kernel(parallel=True)
 def _linear_batch(matrix: FloatArray, proba: FloatArray, contrib: FloatArray, *args: Any) -> None:
     for i in numba.prange(matrix.shape[0]):
         proba[i] = _linear_row(matrix[i], contrib[i], *args)
@@ -276,12 +304,19 @@ class FastModel:
         values = np.asarray(contributions, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != self._n_raw:
             raise ValueError(f"contributions must have shape (n, {self._n_raw}), got {values.shape}")
+        index, top = self.top_reason_codes(values, k)
+        return self._names[index], top
+
+    def top_reason_codes(self, contributions: FloatArray, k: int = 3) -> tuple[NDArray[np.int64], FloatArray]:
+        """Like `top_reasons_batch` but with indices into `raw_features` (cheap categorical columns)."""
+        values = np.ascontiguousarray(contributions, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self._n_raw:
+            raise ValueError(f"contributions must have shape (n, {self._n_raw}), got {values.shape}")
         k = self._cap(k)
-        magnitude = np.abs(values[:, self._name_order])  # columns by name: ties go to the lower column
-        columns = _top_columns(magnitude, k)
-        order = np.argsort(-np.take_along_axis(magnitude, columns, axis=1), axis=1, kind="stable")
-        raw = self._name_order[np.take_along_axis(columns, order, axis=1)]
-        return self._names[raw], np.take_along_axis(values, raw, axis=1)
+        index = np.empty((values.shape[0], k), dtype=np.int64)
+        top = np.empty((values.shape[0], k), dtype=np.float64)
+        _top_k_batch(values, self._name_rank, index, top)
+        return index, top
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) the kernels, so the first request pays nothing."""
@@ -300,21 +335,6 @@ class FastModel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._one, self._batch = _KERNELS[self._family]
-
-
-def _top_columns(magnitude: FloatArray, k: int) -> NDArray[np.intp]:
-    """Per row, the columns of the k largest values (lowest column on ties), in column order."""
-    rows, width = magnitude.shape
-    if k >= width:
-        return np.broadcast_to(np.arange(width), (rows, width))
-    columns = np.sort(np.argpartition(-magnitude, k - 1, axis=1)[:, :k], axis=1)
-    kth = np.take_along_axis(magnitude, columns, axis=1).min(axis=1)
-    # argpartition breaks ties at the k-th place arbitrarily: redo those rows with a stable sort.
-    tied = np.flatnonzero((magnitude >= kth[:, None]).sum(axis=1) > k)
-    if tied.size:
-        exact = np.argsort(-magnitude[tied], axis=1, kind="stable")[:, :k]
-        columns[tied] = np.sort(exact, axis=1)
-    return columns
 
 
 def _source_weights(output_sources: Sequence[tuple[str, ...]], raw_features: Sequence[str]) -> FloatArray:

@@ -1,4 +1,4 @@
-"""`create_app(settings) -> FastAPI`: the scoring service.
+"""`create_app(settings) -> FastAPI`: the scoring service; `serving_app` is what uvicorn runs.
 
 The lifespan loads and verifies the champion (and any variants), fills the
 online store, starts the registry watcher and the housekeeping task, then
@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from churnops import __version__
 from churnops.errors import ChurnopsError
-from churnops.serving.asgi import AccessLog, FastRoutes, RequestContext
+from churnops.serving.asgi import AccessLog, ASGIApp, FastRoutes, RequestContext
 from churnops.serving.errors import error_body, error_response
 from churnops.serving.reload import watch_aliases
 from churnops.serving.routes import router
@@ -32,9 +32,14 @@ from churnops.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI:
-    """The service; pass a prebuilt `state` to skip loading from the registry (tests, embedding)."""
-    access_log = AccessLog(settings.access_log_sample)
+def create_app(
+    settings: Settings, state: ServiceState | None = None, access_log: AccessLog | None = None
+) -> FastAPI:
+    """The ordinary FastAPI application: every route, the OpenAPI schema, error handlers, lifespan.
+
+    Pass a prebuilt `state` to skip loading from the registry (tests, embedding).
+    """
+    access_log = access_log or AccessLog(settings.access_log_sample)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,14 +71,23 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     app.state.settings = settings
     app.include_router(router)
     _install_error_handlers(app)
+    return app
+
+
+def serving_app(settings: Settings, state: ServiceState | None = None) -> ASGIApp:
+    """The served ASGI stack: request context (id, timing, access log) -> fast prediction routes -> FastAPI.
+
+    The prediction routes are answered before FastAPI's own middleware and routing,
+    which cost more than the whole prediction; every other route is plain FastAPI.
+    """
+    access_log = AccessLog(settings.access_log_sample)
+    app = create_app(settings, state, access_log)
 
     def state_of() -> ServiceState | None:
         service: ServiceState | None = app.state.service
         return service
 
-    app.add_middleware(FastRoutes, state_of=state_of)  # inner: answers the prediction routes
-    app.add_middleware(RequestContext, state_of=state_of, access_log=access_log)  # outer: id, timing, log
-    return app
+    return RequestContext(FastRoutes(app, state_of), state_of, access_log)
 
 
 async def _housekeeping(service: ServiceState, access_log: AccessLog, stop: asyncio.Event) -> None:
@@ -81,11 +95,16 @@ async def _housekeeping(service: ServiceState, access_log: AccessLog, stop: asyn
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
-        access_log.flush()
         try:
-            await asyncio.to_thread(service.metrics.publish)
+            await asyncio.to_thread(_publish, service, access_log)
         except OSError as err:
             logger.warning("metrics snapshot not written: %s", err)
+
+
+def _publish(service: ServiceState, access_log: AccessLog) -> None:
+    """Formatting and writing happen in a worker thread, not on the event loop."""
+    access_log.flush()
+    service.metrics.publish()
 
 
 def _request_id(request: Request) -> str:
@@ -117,6 +136,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(body, status, media_type="application/json")
 
 
-def app_factory() -> FastAPI:
-    """Entry point for uvicorn workers (`factory=True`): each builds Settings from the environment."""
-    return create_app(Settings())
+def app_factory() -> ASGIApp:
+    """Entry point for uvicorn workers (`factory=True`): each builds Settings and logging itself."""
+    from churnops.serving import logs
+
+    settings = Settings()
+    logs.configure(settings)
+    return serving_app(settings)

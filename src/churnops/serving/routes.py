@@ -41,7 +41,7 @@ def _body_schema(model: type[Any]) -> dict[str, Any]:
 
 
 def _request_id(request: Request) -> str:
-    return str(request.scope["state"]["request_id"])
+    return str(request.scope.get("state", {}).get("request_id", "unknown"))
 
 
 @router.post(

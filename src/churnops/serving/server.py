@@ -33,5 +33,6 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
         http="httptools",
         access_log=False,  # our own access log is sampled and written off the request path
         timeout_graceful_shutdown=30,
+        log_config=None,  # keep the service's own logging (churnops.serving.logs)
         log_level=settings.log_level.lower(),
     )
