@@ -59,7 +59,7 @@ def score_frame(
     for rank in range(codes.shape[1]):
         # Categorical: a handful of feature names repeated a million times (cheap to build and write).
         names = list(fast.raw_features)
-        out[f"reason_{rank + 1}"] = pd.Categorical.from_codes(codes[:, rank], categories=names)
+        out[f"reason_{rank + 1}"] = pd.Categorical.from_codes(codes[:, rank], categories=pd.Index(names))
         out[f"reason_{rank + 1}_contribution"] = values[:, rank]
     return pd.DataFrame(out)
 
