@@ -6,10 +6,12 @@ commands that need them so `churnops --help` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,10 +36,16 @@ data_app = typer.Typer(help="Synthetic data.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Validate, featurize, train, evaluate and register.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered model versions and aliases.", no_args_is_help=True)
 config_app = typer.Typer(help="Effective settings.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Feature store: offline (SQL) -> online (Redis or in-process).", no_args_is_help=True
+)
+db_app = typer.Typer(help="SQL store schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
+app.add_typer(features_app, name="features")
+app.add_typer(db_app, name="db")
 
 WorkdirOption = Annotated[
     Path | None, typer.Option(help="Stage working directory [default: $CHURNOPS_HOME/pipeline].")
@@ -363,6 +371,83 @@ def serve(
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     logs.configure(settings)
     run(settings, host or settings.serve_host, port or settings.serve_port, workers or settings.serve_workers)
+
+
+# -- feature store and database ------------------------------------------------------------
+
+
+@features_app.command("materialize")
+def features_materialize(
+    version: Annotated[str | None, typer.Option(help="Feature-set version [default: the newest].")] = None,
+) -> None:
+    """Write every customer's latest feature vector to the online store (pipelined, with progress)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from churnops.io.datasets import load_params
+    from churnops.jobs.materialize import materialize
+
+    settings, console = _settings(), _console()
+    _configure_logging(settings, console)
+    version = version or _champion_feature_set(settings)
+    columns = (TextColumn("materialize"), BarColumn(), TextColumn("{task.completed:,} entities"))
+    with (
+        _database_errors(),
+        Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as bar,
+    ):
+        task = bar.add_task("materialize", total=None)
+        result = materialize(
+            settings,
+            version,
+            lambda done, total: bar.update(task, completed=done, total=total),
+            params=load_params(None).online_store,
+        )
+    if result["store"] == "memory":
+        console.print(result["message"])
+        return
+    console.print(
+        f"materialized {result['entities']:,} vectors of {result['version']} into {result['url']} "
+        f"in {result['seconds']:.2f} s (TTL {result['ttl_seconds']} s)"
+    )
+
+
+def _champion_feature_set(settings: Settings) -> str | None:
+    """The feature set the serving champion reads (None: no champion yet, use the newest set)."""
+    from churnops.errors import ChurnopsError
+    from churnops.jobs.pipeline import registry_for
+
+    registry = registry_for(settings)
+    try:
+        name = registry.resolve_name(settings.model_name)
+    except ChurnopsError:
+        return None
+    return registry.alias_tags(name, "champion").get("feature_set_version")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending Alembic migrations to the offline store's database (SQLite or PostgreSQL)."""
+    from churnops.jobs.db import upgrade
+
+    settings = _settings()
+    with _database_errors():
+        revision = upgrade(settings)
+    typer.echo(f"database at revision {revision}")
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """An unreachable database is a user-facing condition: one line, not a traceback."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import OperationalError
+
+    from churnops.errors import ConfigError
+
+    try:
+        yield
+    except OperationalError as err:
+        raise ConfigError(f"database unreachable: {str(err.orig).strip().splitlines()[0]}") from err
+    except RedisError as err:
+        raise ConfigError(f"online store unreachable: {err}") from err
 
 
 # -- config -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Pipeline parameters (params.yaml): split, validation, features, candidates, evaluation, business."""
+"""Pipeline parameters (params.yaml): split, validation, features, candidates, evaluation, business,
+and the online store's expiry."""
 
 from __future__ import annotations
 
@@ -141,6 +142,18 @@ class BusinessParams(BaseModel):
     offer_success_rate: float = Field(0.3, ge=0, le=1)
 
 
+class OnlineStoreParams(BaseModel):
+    """How long materialized vectors live in the online store (Redis; the in-process store ignores it).
+
+    An expiry bounds how stale a vector can be served if materialization stops
+    running: past it the customer has no stored features (404 unless the request
+    carries them). `null` keeps vectors until the next materialization overwrites them.
+    """
+
+    model_config = _FROZEN
+    ttl_seconds: int | None = Field(604_800, ge=1)  # 7 days
+
+
 class Params(BaseModel):
     """Everything params.yaml controls."""
 
@@ -151,6 +164,7 @@ class Params(BaseModel):
     training: TrainingParams = Field(default_factory=TrainingParams)
     evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
     business: BusinessParams = Field(default_factory=BusinessParams)
+    online_store: OnlineStoreParams = Field(default_factory=OnlineStoreParams)
 
 
 def parse_params(text: str, source: str = "params.yaml") -> Params:

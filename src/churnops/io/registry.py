@@ -140,6 +140,15 @@ class MlflowRegistry:
         except MlflowException:
             return None
 
+    def alias_tags(self, model_name: str, alias: str) -> dict[str, str]:
+        """Tags of the version an alias points at (lineage: feature set, dataset hash...); {} if unset."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_model_version_by_alias(model_name, alias).tags or {})
+        except MlflowException:
+            return {}
+
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, alias, version)
 

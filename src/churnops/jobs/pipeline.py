@@ -11,7 +11,7 @@ from typing import Any
 
 from churnops.core.params import Params
 from churnops.core.spec import DatasetSpec
-from churnops.io.offline_store import SqlOfflineStore
+from churnops.io.offline_store import SqlOfflineStore, open_offline_store
 from churnops.io.registry import MlflowRegistry
 from churnops.jobs.workdir import Workdir
 from churnops.settings import Settings
@@ -28,7 +28,9 @@ def default_workdir(settings: Settings) -> Workdir:
 
 @contextmanager
 def offline_store(settings: Settings) -> Iterator[SqlOfflineStore]:
-    store = SqlOfflineStore(settings.offline_store_url)
+    if settings.offline_store_url.startswith("sqlite"):
+        settings.ensure_home()
+    store = open_offline_store(settings.offline_store_url)
     try:
         yield store
     finally:

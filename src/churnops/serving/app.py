@@ -1,7 +1,7 @@
 """`create_app(settings) -> FastAPI`: the scoring service; `serving_app` is what uvicorn runs.
 
 The lifespan loads and verifies the champion (and any variants), fills the
-online store, starts the registry watcher and the housekeeping task, then
+feature source, starts the registry watcher and the housekeeping task, then
 freezes the garbage collector's view of the start-up objects (a full GC pass
 over them caused 150-470 ms p99 spikes).
 """
@@ -45,6 +45,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service: ServiceState = state if state is not None else await asyncio.to_thread(build_state, settings)
         app.state.service = service
+        await service.features.warm()
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(watch_aliases(service, stop), name="registry-watcher"),
@@ -59,7 +60,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             access_log.flush()
             service.metrics.retire()
-            service.online.close()
+            await service.features.close()
 
     app = FastAPI(
         title="churnops",
@@ -104,6 +105,7 @@ async def _housekeeping(service: ServiceState, access_log: AccessLog, stop: asyn
 def _publish(service: ServiceState, access_log: AccessLog) -> None:
     """Formatting and writing happen in a worker thread, not on the event loop."""
     access_log.flush()
+    service.refresh_gauges()
     service.metrics.publish()
 
 

@@ -141,7 +141,7 @@ class FastRoutes:
         except PayloadTooLarge as err:
             status, payload = error_response(err, request_id)
         else:
-            status, payload = handler(state, body, request_id)
+            status, payload = await handler(state, body, request_id)
         await send_json(send, status, payload)
 
 

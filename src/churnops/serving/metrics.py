@@ -38,6 +38,7 @@ class ServiceMetrics:
         self.swaps = 0
         self.registry_errors = 0
         self.breakers: dict[str, int] = {}  # dependency -> 0 closed, 1 half-open, 2 open
+        self.feature_store: dict[str, dict[str, int]] = {}  # kind -> stats (pool, cache, fallbacks)
 
     def observe_prediction(
         self, variant: str, version: str, source: str, seconds: float, outcome: str
@@ -67,6 +68,7 @@ class ServiceMetrics:
             "swaps": self.swaps,
             "registry_errors": self.registry_errors,
             "breakers": self.breakers,
+            "feature_store": self.feature_store,
         }
 
     def publish(self) -> None:
@@ -175,6 +177,15 @@ def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
             worst[dependency] = max(worst.get(dependency, 0), state)
     for dependency, state in sorted(worst.items()):
         yield f'circuit_breaker_state{{dependency="{_escape(dependency)}"}} {state}\n'
+    yield "# HELP feature_store_stat Online feature store: pool use, cache, errors and fallbacks (summed).\n"
+    yield "# TYPE feature_store_stat gauge\n"
+    totals: dict[tuple[str, str], int] = {}
+    for snap in snapshots:
+        for kind, stats in snap.get("feature_store", {}).items():
+            for stat, value in stats.items():
+                totals[(kind, stat)] = totals.get((kind, stat), 0) + value
+    for (kind, stat), value in sorted(totals.items()):
+        yield f'feature_store_stat{{store="{_escape(kind)}",stat="{_escape(stat)}"}} {value}\n'
 
 
 def now() -> float:

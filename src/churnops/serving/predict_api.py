@@ -58,18 +58,17 @@ def _check_id(customer_id: str, field: str) -> None:
         raise InvalidRequest(f"{field}: must be 1 to 128 characters", field)
 
 
-def handle_predict(state: ServiceState, body: bytes, request_id: str) -> tuple[int, bytes]:
+async def handle_predict(state: ServiceState, body: bytes, request_id: str) -> tuple[int, bytes]:
     """Decode, score, encode one prediction; every failure becomes an error body."""
     started = time.perf_counter()
     slot = None
     try:
         request = _decode(_PREDICT, body)
         _check_id(request.customer_id, "customer_id")
-        slot = state.champion()
-        result = scorer.predict(
-            slot, state.online, state.rules, request.customer_id, request.features, request_id
-        )
-    except Exception as err:
+        stored = await state.features.get(request.customer_id)
+        slot = state.champion()  # taken after the only await: the request finishes on this slot
+        result = scorer.predict(slot, stored, state.rules, request.customer_id, request.features, request_id)
+    except Exception as err:  # every failure is answered with its status and counted, never hidden
         _count(state, slot, started, err)
         return error_response(err, request_id)
     state.metrics.observe_prediction(
@@ -78,35 +77,42 @@ def handle_predict(state: ServiceState, body: bytes, request_id: str) -> tuple[i
     return 200, orjson.dumps(result)
 
 
-def handle_batch(state: ServiceState, body: bytes, request_id: str) -> tuple[int, bytes]:
+async def handle_batch(state: ServiceState, body: bytes, request_id: str) -> tuple[int, bytes]:
     """Up to `max_batch_instances` predictions; an unknown customer gets an error entry in place."""
     started = time.perf_counter()
     try:
-        request = _decode(_BATCH, body)
-        limit = state.settings.max_batch_instances
-        if not request.instances:
-            raise InvalidRequest("instances: must not be empty", "instances")
-        if len(request.instances) > limit:
-            raise PayloadTooLarge(f"instances: {len(request.instances)} given, at most {limit} per batch")
-        slot = state.champion()  # one slot for the whole batch: no mixed versions
+        instances = _decode(_BATCH, body).instances
+        _check_batch(state, instances)
+        stored = [await state.features.get(item.customer_id) for item in instances]
+        slot = state.champion()  # one slot for the whole batch, taken after the reads: no mixed versions
         predictions = [
-            _batch_item(state, slot, i, item, request_id) for i, item in enumerate(request.instances)
+            _batch_item(state, slot, item, found, request_id)
+            for item, found in zip(instances, stored, strict=True)
         ]
-    except Exception as err:
+    except Exception as err:  # answered with its status, never a stack trace
         return error_response(err, request_id)
     elapsed = time.perf_counter() - started
     state.metrics.observe_prediction(slot.variant, slot.version, "batch", elapsed, "ok")
     return 200, orjson.dumps({"predictions": predictions, "request_id": request_id})
 
 
+def _check_batch(state: ServiceState, instances: list[PredictRequest]) -> None:
+    limit = state.settings.max_batch_instances
+    if not instances:
+        raise InvalidRequest("instances: must not be empty", "instances")
+    if len(instances) > limit:
+        raise PayloadTooLarge(f"instances: {len(instances)} given, at most {limit} per batch")
+    for index, item in enumerate(instances):
+        _check_id(item.customer_id, f"instances.{index}.customer_id")
+        if item.features:
+            state.rules.check(item.features, prefix=f"instances.{index}.features")
+
+
 def _batch_item(
-    state: ServiceState, slot: Any, index: int, item: PredictRequest, request_id: str
+    state: ServiceState, slot: Any, item: PredictRequest, stored: tuple[Any, str], request_id: str
 ) -> dict[str, Any]:
-    _check_id(item.customer_id, f"instances.{index}.customer_id")
-    if item.features:
-        state.rules.check(item.features, prefix=f"instances.{index}.features")
     try:
-        return scorer.predict(slot, state.online, state.rules, item.customer_id, item.features, request_id)
+        return scorer.predict(slot, stored, state.rules, item.customer_id, item.features, request_id)
     except NotFound as err:
         return {"customer_id": item.customer_id, "error": {"code": "not_found", "message": str(err)}}
 

@@ -7,10 +7,11 @@ import logging
 
 from churnops.core.breaker import CircuitBreaker
 from churnops.errors import ChurnopsError
-from churnops.io.online_store import InMemoryOnlineStore
 from churnops.io.registry import CHAMPION
+from churnops.serving.features import FeatureSource
+from churnops.serving.scorer import FeatureRules
 from churnops.serving.slots import ModelSlot, build_slot
-from churnops.serving.state import ServiceState
+from churnops.serving.state import ServiceState, open_features
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,16 @@ async def poll_once(state: ServiceState) -> int:
 
 async def _swap_in(state: ServiceState, alias: str, version: str, current: ModelSlot | None) -> int:
     try:
-        slot, online = await asyncio.to_thread(_load, state, alias, version)
+        slot, features = await asyncio.to_thread(_load, state, alias, version)
     except ChurnopsError as err:
         logger.error("%s v%s not loaded, keeping v%s: %s", alias, version, current and current.version, err)
         return 0
     # No await between these assignments: requests see the old pair or the new pair, never a mix.
-    if online is not None:
-        state.online, state.feature_set_version = online, slot.bundle.metadata["feature_set_version"]
+    if features is not None:
+        old, state.features = state.features, features
+        state.feature_set_version = str(slot.bundle.metadata["feature_set_version"])
+        state.rules = FeatureRules(slot.bundle.spec)
+        asyncio.get_running_loop().create_task(old.close())
     state.slots.swap(slot)
     state.metrics.swaps += 1
     state.refresh_model_info()
@@ -70,20 +74,14 @@ async def _swap_in(state: ServiceState, alias: str, version: str, current: Model
     return 1
 
 
-def _load(state: ServiceState, alias: str, version: str) -> tuple[ModelSlot, InMemoryOnlineStore | None]:
-    """Load and verify a version, and a new online store when its feature set differs."""
+def _load(state: ServiceState, alias: str, version: str) -> tuple[ModelSlot, FeatureSource | None]:
+    """Load and verify a version, and the feature source of its feature set when that differs."""
     bundle = state.registry.load_bundle(state.model_name, version)
     slot = build_slot(state.model_name, version, alias, bundle)
-    wanted = bundle.metadata.get("feature_set_version")
+    wanted = str(bundle.metadata.get("feature_set_version"))
     if alias != CHAMPION or wanted == state.feature_set_version:
         return slot, None
-    from churnops.io.offline_store import SqlOfflineStore
-
-    offline = SqlOfflineStore(state.settings.offline_store_url)
-    try:
-        return slot, InMemoryOnlineStore.from_offline(offline, str(wanted))
-    finally:
-        offline.close()
+    return slot, open_features(state.settings, wanted)
 
 
 def _export_breaker(state: ServiceState, breaker: CircuitBreaker) -> None:

@@ -53,7 +53,7 @@ def _request_id(request: Request) -> str:
 )
 async def predict(request: Request, state: StateDep) -> Response:
     """Churn probability, decision and top-3 reason codes for one customer."""
-    status, body = handle_predict(state, await request.body(), _request_id(request))
+    status, body = await handle_predict(state, await request.body(), _request_id(request))
     return Response(body, status, media_type="application/json")
 
 
@@ -66,7 +66,7 @@ async def predict(request: Request, state: StateDep) -> Response:
 )
 async def predict_batch(request: Request, state: StateDep) -> Response:
     """Up to 10,000 predictions in one call, all on the same model version."""
-    status, body = handle_batch(state, await request.body(), _request_id(request))
+    status, body = await handle_batch(state, await request.body(), _request_id(request))
     return Response(body, status, media_type="application/json")
 
 
@@ -82,9 +82,9 @@ async def models(state: StateDep) -> dict[str, Any]:
         "variants": list(state.settings.variants),
         "slots": [slot.describe() for slot in state.slots.all()],
         "online_store": {
-            "kind": state.online.kind,
-            "entities": len(state.online),
+            "kind": state.features.kind,
             "feature_set_version": state.feature_set_version,
+            **state.features.stats(),
         },
     }
 
@@ -107,4 +107,5 @@ async def ready(state: StateDep) -> dict[str, Any]:
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(state: StateDep) -> Response:
     """Prometheus text format, summed over every worker."""
+    state.refresh_gauges()
     return Response(state.metrics.render(), media_type=CONTENT_TYPE)

@@ -13,12 +13,10 @@ from typing import Any
 
 from churnops.core.spec import DatasetSpec
 from churnops.errors import InvalidRequest, NotFound
-from churnops.io.online_store import OnlineStore
+from churnops.serving.features import SOURCE_DEFAULT
 from churnops.serving.slots import ModelSlot
 
-SOURCE_ONLINE = "online_store"
 SOURCE_REQUEST = "request"
-SOURCE_MERGED = "online_store+request"
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -54,31 +52,37 @@ def _is_number(value: Any) -> bool:
 
 
 def resolve_features(
-    customer_id: str, overrides: Mapping[str, Any] | None, online: OnlineStore
+    customer_id: str, stored: Mapping[str, Any] | None, source: str, overrides: Mapping[str, Any] | None
 ) -> tuple[Mapping[str, Any], str]:
-    """Stored vector, completed or overridden by the request; 404 when neither has anything."""
-    stored = online.get(customer_id)
-    if stored is None:
-        if not overrides:
+    """The stored vector (`source` says from where), completed or overridden by the request.
+
+    404 when the store has no such customer and the request gives no features. While the
+    store is down, a never-seen customer is scored from the request's features or, with none,
+    the default vector (source `default`).
+    """
+    if stored is None or source == SOURCE_DEFAULT:
+        if overrides:
+            return overrides, SOURCE_REQUEST
+        if stored is None:
             raise NotFound(f"customer {customer_id!r} has no stored features and the request gave none")
-        return overrides, SOURCE_REQUEST
+        return stored, source
     if not overrides:
-        return stored, SOURCE_ONLINE
-    return {**stored, **overrides}, SOURCE_MERGED
+        return stored, source
+    return {**stored, **overrides}, f"{source}+request"
 
 
 def predict(
     slot: ModelSlot,
-    online: OnlineStore,
+    stored: tuple[Mapping[str, Any] | None, str],
     rules: FeatureRules,
     customer_id: str,
     overrides: Mapping[str, Any] | None,
     request_id: str,
 ) -> dict[str, Any]:
-    """One prediction in the response shape of DESIGN.md."""
+    """One prediction in the response shape of DESIGN.md; `stored` is (vector, source) from the store."""
     if overrides:
         rules.check(overrides)
-    record, source = resolve_features(customer_id, overrides, online)
+    record, source = resolve_features(customer_id, stored[0], stored[1], overrides)
     probability, reasons = slot.score(record)
     return {
         "customer_id": customer_id,

@@ -11,8 +11,9 @@ from typing import Any
 
 from churnops.core.breaker import CircuitBreaker
 from churnops.errors import NotReady
-from churnops.io.online_store import InMemoryOnlineStore, OnlineStore
+from churnops.io.online_store import InMemoryOnlineStore
 from churnops.io.registry import CHAMPION, MlflowRegistry
+from churnops.serving.features import EmbeddedFeatures, FeatureSource, RedisFeatures
 from churnops.serving.metrics import ServiceMetrics
 from churnops.serving.scorer import FeatureRules
 from churnops.serving.slots import ModelSlot, SlotManager, build_slot
@@ -29,7 +30,7 @@ class ServiceState:
     registry: MlflowRegistry
     model_name: str
     slots: SlotManager
-    online: OnlineStore
+    features: FeatureSource
     rules: FeatureRules
     metrics: ServiceMetrics
     feature_set_version: str
@@ -48,6 +49,14 @@ class ServiceState:
             raise NotReady("no champion model is loaded yet")
         return slot
 
+    def refresh_gauges(self) -> None:
+        """Copy breaker states and feature-store stats into the metrics (read at /metrics time)."""
+        breaker = getattr(self.features, "breaker", None)
+        if breaker is not None:
+            self.metrics.breakers["online_store"] = int(breaker.state)
+        self.metrics.breakers["registry"] = int(self.registry_breaker.state)
+        self.metrics.feature_store = {self.features.kind: self.features.stats()}
+
     def refresh_model_info(self) -> None:
         self.metrics.set_models(
             (s.model_name, s.version, s.variant, s.bundle.candidate) for s in self.slots.all()
@@ -64,7 +73,6 @@ def load_slot(registry: MlflowRegistry, model_name: str, alias: str) -> ModelSlo
 
 def build_state(settings: Settings, registry: MlflowRegistry | None = None) -> ServiceState:
     """Resolve the model, load champion (+ variants), and fill the embedded online store."""
-    from churnops.io.offline_store import SqlOfflineStore
 
     registry = registry or MlflowRegistry(
         settings.tracking_uri, settings.artifact_root, settings.experiment_name
@@ -81,16 +89,46 @@ def build_state(settings: Settings, registry: MlflowRegistry | None = None) -> S
         slots.swap(slot)
     champion = slots.champion
     assert champion is not None
-    offline = SqlOfflineStore(settings.offline_store_url)
-    try:
-        version = champion.bundle.metadata["feature_set_version"]
-        online = InMemoryOnlineStore.from_offline(offline, version)
-    finally:
-        offline.close()
-    logger.info("online store: %d customers of feature set %s", len(online), version)
+    version = str(champion.bundle.metadata["feature_set_version"])
+    features = open_features(settings, version)
     metrics = ServiceMetrics(settings.metrics_dir)
     rules = FeatureRules(champion.bundle.spec)
-    state = ServiceState(settings, registry, model_name, slots, online, rules, metrics, version)
+    state = ServiceState(settings, registry, model_name, slots, features, rules, metrics, version)
     state.refresh_model_info()
     state.ready = True
     return state
+
+
+def latest_from_offline(settings: Settings, version: str) -> dict[str, dict[str, Any]]:
+    """Every customer's newest vector of one feature set, from the offline store."""
+    from churnops.io.offline_store import SqlOfflineStore
+
+    offline = SqlOfflineStore(settings.offline_store_url)
+    try:
+        return offline.latest_vectors(version)
+    finally:
+        offline.close()
+
+
+def open_features(settings: Settings, version: str) -> FeatureSource:
+    """Embedded: the in-process map. Redis: cache + breaker-guarded async reader, with the offline
+    store's vectors as the stale baseline (if the offline store is down too, the baseline starts empty)."""
+    url = settings.online_store_url
+    if url == "memory://":
+        vectors = latest_from_offline(settings, version)
+        logger.info("online store (in-process): %d customers of feature set %s", len(vectors), version)
+        return EmbeddedFeatures(InMemoryOnlineStore(vectors))
+    from churnops.io.online_store import AsyncRedisOnlineReader
+
+    try:
+        baseline = latest_from_offline(settings, version)
+    except Exception as err:
+        logger.warning("offline store unreachable (%s): stale fallback starts empty", type(err).__name__)
+        baseline = {}
+    reader = AsyncRedisOnlineReader(url, version)
+    logger.info(
+        "online store (redis): feature set %s, %d customers in the stale baseline", version, len(baseline)
+    )
+    return RedisFeatures(
+        reader, baseline, CircuitBreaker(failure_threshold=3, reset_after=1.0), failures=reader.failures
+    )

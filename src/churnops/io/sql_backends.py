@@ -1,0 +1,213 @@
+"""What differs between the SQL backends of the stores: engine, pool limits, bulk loads.
+
+One `Backend` per database, chosen once from the URL (`backend_for`): PostgreSQL
+(psycopg 3, production) loads with COPY; embedded SQLite with chunked executemany.
+Everything else (schema, queries) is shared SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.pool import QueuePool, StaticPool
+
+from churnops.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Connection limits: a slow or dead database must fail a call in seconds, not hang it."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout_s: float = 5.0  # wait for a free pooled connection
+    connect_timeout_s: int = 5  # PostgreSQL: TCP connect + startup
+    statement_timeout_ms: int = 120_000  # PostgreSQL: any one statement, COPY included
+    sqlite_lock_timeout_s: float = 30.0  # SQLite: wait for another writer's file lock
+
+
+class Backend(Protocol):
+    """The database-specific part of a SQL store."""
+
+    name: str
+    supports_lateral: bool  # LATERAL joins (PostgreSQL) for per-row index probes
+    temp_schema: str  # where temporary tables live, to drop one without touching a real table
+
+    def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert: ...
+
+    def create_engine(self, url: sa.URL, limits: PoolLimits) -> sa.Engine: ...
+
+    def bulk_insert(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        chunk_rows: int,
+    ) -> None: ...
+
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None: ...
+
+    def pool_status(self, engine: sa.Engine) -> dict[str, int]: ...
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3 (the only PostgreSQL driver churnops ships)."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def backend_for(url: sa.URL) -> Backend:
+    """The backend for a (normalised) URL; anything but SQLite or psycopg PostgreSQL is refused."""
+    if url.drivername in ("sqlite", "sqlite+pysqlite"):
+        return SqliteBackend()
+    if url.drivername == "postgresql+psycopg":
+        return PostgresBackend()
+    raise ConfigError(
+        f"store URL {url.render_as_string(hide_password=True)!r}: use sqlite:///FILE"
+        " or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+    )
+
+
+def queue_pool_status(engine: sa.Engine) -> dict[str, int]:
+    """Gauges of a bounded pool; other pools (in-memory SQLite) hold one shared connection."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return {"size": 1, "checked_out": 0, "overflow": 0, "checked_in": 1}
+    # QueuePool counts overflow from -pool_size; below zero only means "not all opened yet".
+    return {
+        "size": pool.size(),
+        "checked_out": pool.checkedout(),
+        "overflow": max(pool.overflow(), 0),
+        "checked_in": pool.checkedin(),
+    }
+
+
+def batched(rows: Iterable[Sequence[Any]], size: int) -> Iterator[list[Sequence[Any]]]:
+    """Consecutive lists of at most `size` rows (itertools.batched arrives in Python 3.12)."""
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def insert_many(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    chunk_rows: int,
+) -> None:
+    """Portable bulk insert: one executemany per chunk, memory bounded by `chunk_rows`."""
+    statement = table.insert()
+    for chunk in batched(rows, chunk_rows):
+        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in chunk])
+
+
+class SqliteBackend:
+    """Embedded SQLite file: chunked executemany, file-lock timeout, a bounded pool."""
+
+    name = "sqlite"
+    supports_lateral = False
+    temp_schema = "temp"
+
+    def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert:
+        return sqlite_dialect.insert(table).on_conflict_do_nothing()
+
+    def create_engine(self, url: sa.URL, limits: PoolLimits) -> sa.Engine:
+        connect_args = {"timeout": limits.sqlite_lock_timeout_s, "check_same_thread": False}
+        if url.database in (None, "", ":memory:"):
+            # One shared connection, or every pooled connection would see its own empty database.
+            return sa.create_engine(url, connect_args=connect_args, poolclass=StaticPool)
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(
+            url,
+            connect_args=connect_args,
+            poolclass=QueuePool,
+            pool_size=limits.pool_size,
+            max_overflow=limits.max_overflow,
+            pool_timeout=limits.pool_timeout_s,
+        )
+
+    def bulk_insert(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        chunk_rows: int,
+    ) -> None:
+        insert_many(conn, table, columns, rows, chunk_rows)
+
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Nothing to do: SQLite's planner reads the index, not table statistics, for our joins."""
+
+    def pool_status(self, engine: sa.Engine) -> dict[str, int]:
+        return queue_pool_status(engine)
+
+
+class PostgresBackend:
+    """PostgreSQL through psycopg 3: COPY for bulk loads, bounded pool, connect and statement timeouts."""
+
+    name = "postgresql"
+    supports_lateral = True
+    temp_schema = "pg_temp"
+
+    def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert:
+        return postgresql_dialect.insert(table).on_conflict_do_nothing()
+
+    def create_engine(self, url: sa.URL, limits: PoolLimits) -> sa.Engine:
+        return sa.create_engine(
+            url,
+            pool_size=limits.pool_size,
+            max_overflow=limits.max_overflow,
+            pool_timeout=limits.pool_timeout_s,
+            pool_pre_ping=True,  # a server restart must cost one reconnect, not one failed request
+            connect_args=self._connect_args(url, limits),
+        )
+
+    def bulk_insert(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        chunk_rows: int,
+    ) -> None:
+        """COPY ... FROM STDIN on the connection's own transaction (commits or rolls back with it)."""
+        quote = conn.dialect.identifier_preparer
+        names = ", ".join(quote.quote(c) for c in columns)
+        statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        driver = cast(Any, conn.connection.driver_connection)  # psycopg.Connection
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        # Autovacuum never analyzes temporary tables; without statistics the planner guesses their size.
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
+
+    def pool_status(self, engine: sa.Engine) -> dict[str, int]:
+        return queue_pool_status(engine)
+
+    @staticmethod
+    def _connect_args(url: sa.URL, limits: PoolLimits) -> dict[str, Any]:
+        """Our timeouts, unless the URL sets its own (`connect_timeout`, `options=-c statement_timeout`)."""
+        args: dict[str, Any] = {}
+        if "application_name" not in url.query:
+            args["application_name"] = "churnops"
+        if "connect_timeout" not in url.query:
+            args["connect_timeout"] = limits.connect_timeout_s
+        options = str(url.query.get("options", ""))
+        if "statement_timeout" not in options:
+            options = f"{options} -c statement_timeout={limits.statement_timeout_ms}".strip()
+        args["options"] = options
+        return args
