@@ -52,7 +52,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 def start_service(home: Path, redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "REDIS_"))}
     env |= {"CHURNOPS_HOME": str(home), "REDIS_URL": redis_url}
     cmd = [sys.executable, "-m", "churnops", "serve", "--port", str(port)]
     with log.open("wb") as out:
@@ -128,7 +128,7 @@ def test_redis_killed_and_restarted_under_load(
     results = load.results
     assert len(results) > 300
     assert [r for r in results if r[2] != 200] == []
-    healthy = [r for r in results if r[0] < killed]
+    healthy = [r for r in results if r[0] + r[1] < killed]  # answered before the kill
     down = [r for r in results if killed + opened_after < r[0] < restarted]
     after = [r for r in results if r[0] > recovered + 1.1]  # past one cache TTL
     assert down
@@ -147,3 +147,124 @@ def test_redis_killed_and_restarted_under_load(
         f"closed {closed_after:.2f} s after restart; p95 healthy {p95['healthy'] * 1e3:.2f} ms, "
         f"down {p95['down'] * 1e3:.2f} ms"
     )
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database on the local server (dropped afterwards)."""
+    import psycopg
+
+    name = f"churnops_fault_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(
+        "host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=5
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(
+        "host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=5
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_postgres_cut_and_restored_under_load(
+    pipeline_run: PipelineRun, redis_server: RedisServer, pg_database: str, tmp_path: Path
+) -> None:
+    """Customers missing from Redis are read through from PostgreSQL; cut PostgreSQL mid-run."""
+    from churnops.io.offline_store import SqlOfflineStore
+    from churnops.io.online_store import RedisOnlineStore
+    from tests.tcp_proxy import TcpProxy
+
+    version = pipeline_run.workdir.read_meta()["feature_set_version"]
+    spec = pipeline_run.workdir.read_spec()
+    raw = pd.read_csv(pipeline_run.data)
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{pg_database}"
+    store = SqlOfflineStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}")
+    store.write_features(
+        version,
+        spec.name,
+        raw[[spec.id_column, *spec.feature_columns]],
+        spec.id_column,
+        pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime(),
+    )
+    store.close()
+    # Only the first half is in Redis: the other half is a read-through to PostgreSQL.
+    online = RedisOnlineStore(redis_server.url, version)
+    online.delete_version(version)
+    half = raw.iloc[:2000]
+    online.write_many(
+        version, ((r[spec.id_column], {c: r[c] for c in spec.feature_columns}) for _, r in half.iterrows())
+    )
+    online.close()
+
+    port_env = {"DATABASE_URL": url}
+    proc, service = start_service_env(
+        pipeline_run.settings.home, redis_server.url, port_env, tmp_path / "pg.log"
+    )
+    ids = list(raw["customer_id"].iloc[2000:])
+    load = Load()
+    client = threading.Thread(target=drive, args=(service, ids, load))
+    client.start()
+    try:
+        time.sleep(2.0)
+        cut = time.monotonic()
+        proxy.cut()
+        opened_after = wait_for_dependency(service, "offline_store", 2, timeout=3.0)
+        time.sleep(2.0)
+        restored = time.monotonic()
+        proxy.restore()
+        closed_after = wait_for_dependency(service, "offline_store", 0, timeout=10.0)
+        recovered = time.monotonic()
+        time.sleep(1.5)
+    finally:
+        load.stop.set()
+        client.join(timeout=30)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=40)
+        proxy.stop()
+
+    results = load.results
+    assert [r for r in results if r[2] != 200] == []
+    healthy = [r for r in results if r[0] + r[1] < cut]  # answered before the cut
+    down = [r for r in results if cut + opened_after < r[0] < restored]
+    after = [r for r in results if r[0] > recovered + 1.1]
+    assert {r[3] for r in healthy} <= {"offline_store", "online_store"}
+    assert sum(r[3] == "stale" for r in down) > len(down) / 2
+    assert "offline_store" in {r[3] for r in after}
+    assert opened_after <= 1.0
+    p95 = {
+        name: float(np.percentile([r[1] for r in rows], 95))
+        for name, rows in (("healthy", healthy), ("down", down))
+    }
+    assert p95["down"] <= 2 * p95["healthy"], p95
+    print(
+        f"\nrequests {len(results)}, errors 0, breaker opened after {opened_after:.3f} s, "
+        f"closed {closed_after:.2f} s after restore; p95 healthy {p95['healthy'] * 1e3:.2f} ms, "
+        f"down {p95['down'] * 1e3:.2f} ms"
+    )
+
+
+def start_service_env(
+    home: Path, redis_url: str, extra: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    previous = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        return start_service(home, redis_url, log)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_for_dependency(url: str, dependency: str, wanted: int, timeout: float) -> float:
+    pattern = re.compile(rf'^circuit_breaker_state\{{dependency="{dependency}"\}} (\d)', re.M)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        found = pattern.search(httpx.get(f"{url}/metrics", timeout=5).text)
+        if found and int(found.group(1)) == wanted:
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"{dependency} breaker not {wanted} after {timeout} s")

@@ -29,6 +29,7 @@ class CircuitBreaker:
         self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
+        self.probing = False  # half-open lets one call through at a time
 
     @property
     def state(self) -> BreakerState:
@@ -39,14 +40,22 @@ class CircuitBreaker:
         return BreakerState.OPEN
 
     def allow(self) -> bool:
-        """True when a call may go to the dependency (closed, or a half-open probe)."""
-        return self.state is not BreakerState.OPEN
+        """True when a call may go to the dependency: closed, or the one half-open probe."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self.probing:
+            self.probing = True
+            return True
+        return False
 
     def record_success(self) -> None:
         self.failures = 0
         self.opened_at = None
+        self.probing = False
 
     def record_failure(self) -> None:
         self.failures += 1
         if self.failures >= self.failure_threshold or self.state is BreakerState.HALF_OPEN:
             self.opened_at = self.clock()
+        self.probing = False

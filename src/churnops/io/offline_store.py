@@ -28,6 +28,7 @@ from churnops.io.migrations import ensure_schema
 from churnops.io.sql_backends import Backend, PoolLimits, backend_for, normalize_url
 
 __all__ = [
+    "DEPENDENCY_DOWN",
     "OfflineStore",
     "PoolLimits",
     "SqlOfflineStore",
@@ -123,6 +124,15 @@ class OfflineStore(Protocol):
     def training_set(self, version: str, entity_times: pd.DataFrame) -> pd.DataFrame: ...
 
     def close(self) -> None: ...
+
+
+# What a caller's circuit breaker counts as "the database is down or too slow".
+DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.TimeoutError,
+    TimeoutError,
+    OSError,
+)
 
 
 def open_offline_store(
@@ -226,6 +236,18 @@ class SqlOfflineStore:
         """Each entity's newest feature vector (by event time, then write order) for one version."""
         with self._ready().connect() as conn:
             return {entity: orjson.loads(values) for entity, values in conn.execute(_latest_query(version))}
+
+    def latest_vector(self, version: str, entity_id: str) -> dict[str, Any] | None:
+        """One entity's newest vector (the online store's read-through on a cache miss); uses the index."""
+        query = (
+            sa.select(feature_rows.c["values"])
+            .where(feature_rows.c.feature_set_version == version, feature_rows.c.entity_id == entity_id)
+            .order_by(feature_rows.c.event_timestamp.desc(), feature_rows.c.id.desc())
+            .limit(1)
+        )
+        with self._ready().connect() as conn:
+            values = conn.execute(query).scalar_one_or_none()
+        return None if values is None else dict(orjson.loads(values))
 
     def iter_latest(self, version: str, batch_size: int = 10_000) -> Generator[Batch]:
         """Stream the newest vectors in batches of `(entity_id, values)`, never holding them all.

@@ -11,9 +11,11 @@ never seen, from the request's features or the documented default vector
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from churnops.core.breaker import CircuitBreaker
@@ -22,6 +24,7 @@ from churnops.io.online_store import OnlineStore
 logger = logging.getLogger(__name__)
 
 SOURCE_ONLINE = "online_store"
+SOURCE_OFFLINE = "offline_store"
 SOURCE_STALE = "stale"
 SOURCE_DEFAULT = "default"
 DEFAULT_VECTOR: Mapping[str, Any] = {}  # all missing: the transformer imputes training medians
@@ -74,8 +77,47 @@ class EmbeddedFeatures:
         self.store.close()
 
 
+class OfflineLookup:
+    """Read-through to the offline store on an online-store miss: one indexed query in a small
+    dedicated thread pool, under a deadline and a circuit breaker of its own."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str], Mapping[str, Any] | None],
+        breaker: CircuitBreaker,
+        failures: tuple[type[BaseException], ...],
+        timeout_s: float = 0.1,
+        threads: int = 4,
+    ) -> None:
+        self.lookup = lookup
+        self.breaker = breaker
+        self.failures = failures
+        self.timeout_s = timeout_s
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="offline-lookup")
+        self.errors = 0
+
+    async def get(self, customer_id: str) -> Mapping[str, Any] | None:
+        """The stored vector, or None if the database has none; raises one of `failures` when down."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, self.lookup, customer_id)
+        return await asyncio.wait_for(future, self.timeout_s)
+
+    async def warm(self, timeout_s: float = 5.0) -> None:
+        """First use connects and checks the schema: pay it at start-up, not inside a 100 ms deadline."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, self.lookup, "__churnops_warm_up__")
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except self.failures as err:
+            self.breaker.record_failure()
+            logger.warning("offline store unreachable at start-up (%s): stale vectors on online misses", err)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
 class RedisFeatures:
-    """TTL cache -> Redis (breaker-guarded) -> stale vector -> default vector."""
+    """TTL cache -> Redis (breaker-guarded) -> offline store on a miss -> stale vector -> default vector."""
 
     kind = "redis"
 
@@ -87,8 +129,10 @@ class RedisFeatures:
         cache_ttl_s: float = 1.0,
         cache_max: int = 50_000,
         failures: tuple[type[BaseException], ...] = (OSError, TimeoutError),
+        offline: OfflineLookup | None = None,
     ) -> None:
         self.reader = reader
+        self.offline = offline
         self.stale: dict[str, Mapping[str, Any]] = stale
         self.breaker = breaker
         self.cache_ttl_s = cache_ttl_s
@@ -114,7 +158,27 @@ class RedisFeatures:
         self.breaker.record_success()
         if vector is not None:
             self._remember(customer_id, vector, now)
-        return vector, SOURCE_ONLINE
+            return vector, SOURCE_ONLINE
+        return await self._read_through(customer_id, now)
+
+    async def _read_through(self, customer_id: str, now: float) -> tuple[Mapping[str, Any] | None, str]:
+        """A Redis miss (expired TTL, not yet materialized) asks the offline store, if it answers."""
+        offline = self.offline
+        if offline is None:
+            return None, SOURCE_ONLINE
+        if not offline.breaker.allow():
+            return self._fallback(customer_id)
+        try:
+            vector = await offline.get(customer_id)
+        except offline.failures:
+            offline.breaker.record_failure()
+            offline.errors += 1
+            return self._fallback(customer_id)
+        offline.breaker.record_success()
+        if vector is None:
+            return None, SOURCE_OFFLINE
+        self._remember(customer_id, vector, now)
+        return vector, SOURCE_OFFLINE
 
     def _remember(self, customer_id: str, vector: Mapping[str, Any], now: float) -> None:
         if len(self.cache) >= self.cache_max:
@@ -135,6 +199,7 @@ class RedisFeatures:
             "stale_known": len(self.stale),
             "errors": self.errors,
             "fallbacks": self.fallbacks,
+            "offline_errors": self.offline.errors if self.offline else 0,
             **{f"pool_{k}": v for k, v in self.reader.pool_stats().items()},
         }
 
@@ -145,6 +210,10 @@ class RedisFeatures:
         except self.failures as err:
             self.breaker.record_failure()
             logger.warning("online store not reachable at start-up (%s): serving stale vectors", err)
+        if self.offline is not None:
+            await self.offline.warm()
 
     async def close(self) -> None:
         await self.reader.close()
+        if self.offline is not None:
+            self.offline.close()

@@ -13,7 +13,7 @@ from churnops.core.breaker import CircuitBreaker
 from churnops.errors import NotReady
 from churnops.io.online_store import InMemoryOnlineStore
 from churnops.io.registry import CHAMPION, MlflowRegistry
-from churnops.serving.features import EmbeddedFeatures, FeatureSource, RedisFeatures
+from churnops.serving.features import EmbeddedFeatures, FeatureSource, OfflineLookup, RedisFeatures
 from churnops.serving.metrics import ServiceMetrics
 from churnops.serving.scorer import FeatureRules
 from churnops.serving.slots import ModelSlot, SlotManager, build_slot
@@ -54,6 +54,9 @@ class ServiceState:
         breaker = getattr(self.features, "breaker", None)
         if breaker is not None:
             self.metrics.breakers["online_store"] = int(breaker.state)
+        offline = getattr(self.features, "offline", None)
+        if offline is not None:
+            self.metrics.breakers["offline_store"] = int(offline.breaker.state)
         self.metrics.breakers["registry"] = int(self.registry_breaker.state)
         self.metrics.feature_store = {self.features.kind: self.features.stats()}
 
@@ -118,17 +121,33 @@ def open_features(settings: Settings, version: str) -> FeatureSource:
         vectors = latest_from_offline(settings, version)
         logger.info("online store (in-process): %d customers of feature set %s", len(vectors), version)
         return EmbeddedFeatures(InMemoryOnlineStore(vectors))
+    from churnops.io.offline_store import DEPENDENCY_DOWN
     from churnops.io.online_store import AsyncRedisOnlineReader
 
     try:
         baseline = latest_from_offline(settings, version)
-    except Exception as err:
+    except DEPENDENCY_DOWN as err:  # serving starts on Redis alone, and says so
         logger.warning("offline store unreachable (%s): stale fallback starts empty", type(err).__name__)
         baseline = {}
     reader = AsyncRedisOnlineReader(url, version)
+    offline = _offline_lookup(settings, version)
     logger.info(
         "online store (redis): feature set %s, %d customers in the stale baseline", version, len(baseline)
     )
-    return RedisFeatures(
-        reader, baseline, CircuitBreaker(failure_threshold=3, reset_after=1.0), failures=reader.failures
+    breaker = CircuitBreaker(failure_threshold=3, reset_after=1.0)
+    return RedisFeatures(reader, baseline, breaker, failures=reader.failures, offline=offline)
+
+
+def _offline_lookup(settings: Settings, version: str) -> OfflineLookup:
+    """Read-through engine of its own: few connections, short connect and statement timeouts."""
+    from churnops.io.offline_store import DEPENDENCY_DOWN, PoolLimits, SqlOfflineStore
+
+    limits = PoolLimits(
+        pool_size=4, max_overflow=0, pool_timeout_s=0.05, connect_timeout_s=1, statement_timeout_ms=200
+    )
+    store = SqlOfflineStore(settings.offline_store_url, limits=limits)
+    return OfflineLookup(
+        lambda entity: store.latest_vector(version, entity),
+        CircuitBreaker(failure_threshold=3, reset_after=1.0),
+        DEPENDENCY_DOWN,
     )
