@@ -119,12 +119,19 @@ def test_redis_killed_and_restarted_under_load(
         closed_after = wait_for_breaker(url, 0, timeout=10.0)
         recovered = time.monotonic()
         time.sleep(1.5)
+        load.stop.set()
+        client.join(timeout=30)
+        pools = httpx.get(f"{url}/v1/models", timeout=5).json()["online_store"]
     finally:
         load.stop.set()
         client.join(timeout=30)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=40)
 
+    # No connection leaked through the failures: every pool is back to idle.
+    assert pools["pool_in_use"] == 0
+    assert pools["pool_waiting"] == 0
+    assert pools["offline_pool_checked_out"] == 0
     results = load.results
     assert len(results) > 300
     assert [r for r in results if r[2] != 200] == []
@@ -216,6 +223,9 @@ def test_postgres_cut_and_restored_under_load(
         closed_after = wait_for_dependency(service, "offline_store", 0, timeout=10.0)
         recovered = time.monotonic()
         time.sleep(1.5)
+        load.stop.set()
+        client.join(timeout=30)
+        pools = httpx.get(f"{service}/v1/models", timeout=5).json()["online_store"]
     finally:
         load.stop.set()
         client.join(timeout=30)
@@ -223,6 +233,8 @@ def test_postgres_cut_and_restored_under_load(
         proc.wait(timeout=40)
         proxy.stop()
 
+    assert pools["pool_in_use"] == 0
+    assert pools["offline_pool_checked_out"] == 0
     results = load.results
     assert [r for r in results if r[2] != 200] == []
     healthy = [r for r in results if r[0] + r[1] < cut]  # answered before the cut

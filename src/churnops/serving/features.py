@@ -88,8 +88,10 @@ class OfflineLookup:
         failures: tuple[type[BaseException], ...],
         timeout_s: float = 0.1,
         threads: int = 4,
+        pool_status: Callable[[], dict[str, int]] = dict,
     ) -> None:
         self.lookup = lookup
+        self.pool_status = pool_status
         self.breaker = breaker
         self.failures = failures
         self.timeout_s = timeout_s
@@ -200,6 +202,11 @@ class RedisFeatures:
             "errors": self.errors,
             "fallbacks": self.fallbacks,
             "offline_errors": self.offline.errors if self.offline else 0,
+            **(
+                {f"offline_pool_{k}": v for k, v in self.offline.pool_status().items()}
+                if self.offline
+                else {}
+            ),
             **{f"pool_{k}": v for k, v in self.reader.pool_stats().items()},
         }
 

@@ -150,4 +150,5 @@ def _offline_lookup(settings: Settings, version: str) -> OfflineLookup:
         lambda entity: store.latest_vector(version, entity),
         CircuitBreaker(failure_threshold=3, reset_after=1.0),
         DEPENDENCY_DOWN,
+        pool_status=store.pool_status,
     )
