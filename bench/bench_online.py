@@ -34,6 +34,7 @@ try:
 except ImportError:  # the serve extra brings it; without it only the asyncio loop is measured
     uvloop = None
 
+from churnops.core.breaker import CircuitBreaker
 from churnops.io.offline_store import SqlOfflineStore
 from churnops.io.online_store import (
     DEPENDENCY_DOWN,
@@ -43,6 +44,7 @@ from churnops.io.online_store import (
     vector_key,
 )
 from churnops.jobs.materialize import materialize
+from churnops.serving.features import RedisFeatures
 from churnops.settings import Settings
 
 VERSION = "bench-online"
@@ -55,6 +57,7 @@ PATHS = {
     "store": "RedisOnlineStore.get",
     "async": "AsyncRedisOnlineReader.get (asyncio)",
     "async_uvloop": "AsyncRedisOnlineReader.get (uvloop)",
+    "serving": "churnops read path (breaker, uvloop)",
 }
 TIMEOUTS: list[int] = []  # async reads that failed on the healthy server (the 5 ms budget exceeded)
 
@@ -143,6 +146,18 @@ def lookups(url: str, ids: list[str]) -> dict[str, list[int]]:
         finally:
             await reader.close()
 
+    async def serving_round(round_ids: list[str]) -> list[int]:
+        """What /v1/predict does for one customer: the service's FeatureSource, in-process cache off
+        (TTL 0) so every call reaches Redis; breaker and fallback bookkeeping included."""
+        reader = AsyncRedisOnlineReader(url, VERSION)
+        features = RedisFeatures(reader, {}, CircuitBreaker(), cache_ttl_s=0.0, failures=reader.failures)
+        await reader.warm(1)
+        await time_async(features.get, round_ids[:300], [])
+        try:
+            return await time_async(features.get, round_ids, TIMEOUTS)
+        finally:
+            await features.close()
+
     time_sync(floor, ids[:500])
     time_sync(store.get, ids[:500])
     for round_ids in _rounds(ids):
@@ -152,6 +167,7 @@ def lookups(url: str, ids: list[str]) -> dict[str, list[int]]:
         samples["async"] += asyncio.run(async_round(round_ids))
         if uvloop is not None:  # what uvicorn[standard] runs the service on
             samples["async_uvloop"] += uvloop.run(async_round(round_ids))
+            samples["serving"] += uvloop.run(serving_round(round_ids))
     raw.close()
     store.close()
     return {name: values for name, values in samples.items() if values}
