@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 
 from churnops.core.params import OnlineStoreParams
 from churnops.core.synthetic import generate_customers
@@ -35,9 +38,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture
-def settings(home: Path, redis_server: RedisServer) -> Settings:
-    return Settings(churnops_home=home, redis_url=redis_server.url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, home: Path, redis_server: RedisServer) -> Iterator[Settings]:
+    """Both offline backends: the embedded SQLite file and a throwaway PostgreSQL database."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()  # every run writes the same feature-set version again
+    if request.param == "sqlite":
+        yield Settings(churnops_home=home, redis_url=redis_server.url)
+        return
+    import psycopg
+
+    name = f"churnops_noskew_{os.getpid()}_{time.monotonic_ns()}"
+    admin = "host=127.0.0.1 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        yield Settings(churnops_home=home, redis_url=redis_server.url, database_url=url)
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _customers(rows: int) -> pd.DataFrame:
