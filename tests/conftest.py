@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,25 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, fast_params: Params) 
     workdir = Workdir(settings.home / "pipeline")
     result = run_pipeline(data, load_spec("synthetic"), fast_params, settings, workdir)
     return PipelineRun(settings, workdir, data, result)
+
+
+@contextmanager
+def mlflow_at(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at `uri` for a block, then restore them
+    (MLflow also writes them to os.environ, which Settings read)."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    previous = registry_utils._registry_uri
+    previous_env = os.environ.get("MLFLOW_REGISTRY_URI")
+    with _use_tracking_uri(uri):
+        mlflow.set_registry_uri(uri)
+        try:
+            yield
+        finally:
+            registry_utils._registry_uri = previous
+            if previous_env is None:
+                os.environ.pop("MLFLOW_REGISTRY_URI", None)
+            else:
+                os.environ["MLFLOW_REGISTRY_URI"] = previous_env

@@ -18,7 +18,7 @@ from churnops.io.offline_store import SqlOfflineStore
 from churnops.io.registry import LISTED_METRICS, MlflowRegistry
 from churnops.jobs.pipeline import run_pipeline
 from churnops.jobs.workdir import Workdir
-from tests.conftest import PipelineRun, make_settings
+from tests.conftest import PipelineRun, make_settings, mlflow_at
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,8 @@ def test_first_version_is_champion(pipeline_run: PipelineRun) -> None:
 
 def test_pyfunc_champion_predicts_raw_rows(pipeline_run: PipelineRun) -> None:
     """`mlflow.pyfunc.load_model("models:/NAME@champion").predict(raw_dataframe)` returns probabilities."""
-    registry(pipeline_run)  # points MLflow at this run's store
-    model = mlflow.pyfunc.load_model("models:/churn-synthetic@champion")
+    with mlflow_at(pipeline_run.settings.tracking_uri):
+        model = mlflow.pyfunc.load_model("models:/churn-synthetic@champion")
     raw = pd.read_csv(pipeline_run.data).head(50)  # raw file rows, extra columns included
     proba = np.asarray(model.predict(raw))
     assert proba.shape == (50,)

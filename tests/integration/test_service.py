@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from churnops.io.registry import MlflowRegistry
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
-from tests.conftest import PipelineRun
+from tests.conftest import PipelineRun, mlflow_at
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +70,8 @@ def test_matches_the_registered_pyfunc(
     client: TestClient, customers: pd.DataFrame, pipeline_run: PipelineRun
 ) -> None:
     """The hot path and `mlflow.pyfunc` give the same probability: no training/serving skew."""
-    MlflowRegistry(pipeline_run.settings.tracking_uri, None)
-    model = mlflow.pyfunc.load_model("models:/churn-synthetic@champion")
+    with mlflow_at(pipeline_run.settings.tracking_uri):
+        model = mlflow.pyfunc.load_model("models:/churn-synthetic@champion")
     rows = customers.head(25)
     expected = np.asarray(model.predict(rows))
     served = [predict(client, {"customer_id": cid})[1]["churn_probability"] for cid in rows["customer_id"]]

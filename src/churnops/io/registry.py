@@ -48,8 +48,8 @@ class MlflowRegistry:
 
         self.mlflow = mlflow
         self.tracking_uri = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        # No mlflow.set_tracking_uri here: it is process-wide and also rewrites MLFLOW_TRACKING_URI
+        # in os.environ, which Settings read. Every call below names its URI explicitly.
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.artifact_root = artifact_root
         self.experiment = experiment
@@ -104,21 +104,27 @@ class MlflowRegistry:
         self, run_id: str, bundle_path: Path, model_name: str, input_example: Any, tags: Mapping[str, str]
     ) -> str:
         """Log the pyfunc model in `run_id`, register it under `model_name`; returns the version."""
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
         from churnops.io.pyfunc_model import BUNDLE_ARTIFACT, ChurnModel
 
-        with self.mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            signature = _signature(list(input_example.columns))
-            info = self.mlflow.pyfunc.log_model(
-                name="model",
-                python_model=ChurnModel(),
-                artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
-                pip_requirements=PIP_REQUIREMENTS,
-                signature=signature,
-                input_example=input_example,
+        # log_model and the registry's check of the logged model follow the process-wide URI:
+        # set it for this call, then restore it.
+        with _use_tracking_uri(self.tracking_uri):
+            with self.mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                info = self.mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=ChurnModel(),
+                    artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
+                    pip_requirements=PIP_REQUIREMENTS,
+                    signature=_signature(list(input_example.columns)),
+                    input_example=input_example,
+                )
+            self._ensure_registered(model_name)
+            version = self.client.create_model_version(
+                model_name, info.model_uri, run_id=run_id, tags=dict(tags)
             )
-        self._ensure_registered(model_name)
-        version = self.client.create_model_version(model_name, info.model_uri, run_id=run_id, tags=dict(tags))
         return str(version.version)
 
     def _ensure_registered(self, model_name: str) -> None:
@@ -214,14 +220,31 @@ class MlflowRegistry:
             "run_id": mv.run_id,
         }
 
+    def _artifact_location(self, model_name: str, version: str) -> str:
+        """Where a version's files live, resolved with this client (never the process-wide URIs)."""
+        source = str(self.client.get_model_version_download_uri(model_name, version))
+        if source.startswith("models:/m-"):  # MLflow 3 logged model: ask its own record
+            return str(self.client.get_logged_model(source.removeprefix("models:/")).artifact_location)
+        return source
+
     def load_bundle(self, model_name: str, ref: str) -> ModelBundle:
         """The ModelBundle of `models:/NAME@alias` or `models:/NAME/version`."""
         from churnops.io.pyfunc_model import BUNDLE_FILE, load_bundle
 
         uri = f"models:/{model_name}@{ref}" if not ref.isdigit() else f"models:/{model_name}/{ref}"
         try:
+            # Resolved through this registry's own client: MLflow's process-wide tracking URI may
+            # point elsewhere (it is a global, and set per thread context).
+            version = ref if ref.isdigit() else self.alias_version(model_name, ref)
+            if version is None:
+                raise RegistryError(f"{uri}: alias {ref!r} is not set")
+            source = self._artifact_location(model_name, version)
             with tempfile.TemporaryDirectory() as tmp:
-                local = Path(self.mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                local = Path(
+                    self.mlflow.artifacts.download_artifacts(
+                        artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
+                    )
+                )
                 found = next(local.rglob(BUNDLE_FILE), None)
                 if found is None:
                     raise RegistryError(f"{uri} has no {BUNDLE_FILE}: not a churnops model")

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
     """Write `evaluation/metrics.json`, PNG plots, `model_card.md` and the chosen `bundle.pkl`."""
-    spec, frame = workdir.read_spec(), workdir.read_snapshot()
+    spec, frame = workdir.read_spec(), workdir.read_training_frame()
     split, labels = load_split(workdir).to_numpy(), target_labels(frame, spec)
     transformer, training = load_transformer(workdir), load_training(workdir)
     holdout, validation = split == HOLDOUT, split == VALIDATION

@@ -143,7 +143,7 @@ def _champion_score(
     champion = registry.alias_version(model_name, CHAMPION)
     if champion is None or champion == new_version:
         return None, champion
-    spec, frame = workdir.read_spec(), workdir.read_snapshot()
+    spec, frame = workdir.read_spec(), workdir.read_training_frame()
     holdout = frame[load_split(workdir).to_numpy() == HOLDOUT]
     try:
         bundle = registry.load_bundle(model_name, champion)

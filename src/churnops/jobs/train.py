@@ -28,7 +28,7 @@ Progress = Callable[[str], None]
 def training_data(workdir: Workdir) -> TrainingData:
     """Transformed fit and validation sets from the workdir."""
     spec = workdir.read_spec()
-    frame = workdir.read_snapshot()
+    frame = workdir.read_training_frame()
     split = load_split(workdir).to_numpy()
     transformer = load_transformer(workdir)
     labels = target_labels(frame, spec)

@@ -32,6 +32,10 @@ class Workdir:
         return self.root / "validation"
 
     @property
+    def training_frame(self) -> Path:
+        return self.root / "training.parquet"
+
+    @property
     def split(self) -> Path:
         return self.root / "split.parquet"
 
@@ -83,6 +87,10 @@ class Workdir:
 
     def read_spec(self) -> DatasetSpec:
         return DatasetSpec.model_validate(self.read_meta()["spec"])
+
+    def read_training_frame(self) -> pd.DataFrame:
+        """Id, features read back from the offline store (point in time) and the label."""
+        return pd.read_parquet(self.require(self.training_frame, "featurize"))
 
     def read_snapshot(self) -> pd.DataFrame:
         return pd.read_parquet(self.require(self.snapshot, "ingest"))
