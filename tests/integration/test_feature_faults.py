@@ -42,14 +42,6 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-fault"))
-    server.start()
-    yield server
-    server.stop()
-
-
 def start_service(home: Path, redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "REDIS_"))}

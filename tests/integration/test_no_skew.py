@@ -30,14 +30,6 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ID = "customer_id"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def settings(request: pytest.FixtureRequest, home: Path, redis_server: RedisServer) -> Iterator[Settings]:
     """Both offline backends: the embedded SQLite file and a throwaway PostgreSQL database."""

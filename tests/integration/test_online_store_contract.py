@@ -39,14 +39,6 @@ VECTORS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def clean_redis(redis_server: RedisServer) -> RedisServer:
     """The module's server, restarted if a test killed it, with an empty database."""
