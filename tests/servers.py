@@ -7,9 +7,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -70,3 +73,51 @@ class RedisServer:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+@dataclass
+class ChurnopsServer:
+    """A `churnops serve` process in its own session (so SIGTERM reaches its workers too)."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_churnops(
+    home: Path, log: Path, workers: int = 1, env: dict[str, str] | None = None, timeout: float = 120
+) -> ChurnopsServer:
+    """Start `churnops serve` on a free port with CHURNOPS_HOME=home plus `env`; wait until ready.
+
+    Store and registry variables of the calling environment are dropped: only `env` sets them.
+    """
+    port = free_port()
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
+    child |= {"CHURNOPS_HOME": str(home), **(env or {})}
+    cmd = [sys.executable, "-m", "churnops", "serve", "--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=child, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"churnops serve exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return ChurnopsServer(url, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_churnops(ChurnopsServer(url, proc, log))
+    pytest.fail(f"churnops serve not ready after {timeout} s: {log.read_text()[-3000:]}")
+
+
+def stop_churnops(server: ChurnopsServer) -> int:
+    """SIGTERM the process group (graceful drain), SIGKILL if it outlives 40 s; returns the exit code."""
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    try:
+        return server.proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        return server.proc.wait(timeout=10)

@@ -175,3 +175,9 @@ def test_parquet_with_numeric_target_and_own_spec(
     assert stored
     for path in stored:
         assert b"secret-pii-value" not in path.read_bytes(), path
+
+
+def test_serve_with_nothing_registered(tmp_path: Path) -> None:
+    """Before any pipeline run, `serve` says what to do instead of a uvicorn start-up traceback."""
+    out = run_cli(tmp_path / "home", "serve", "--port", "9")
+    assert_clean_failure(out, tmp_path / "home", "no registered model yet", "churnops pipeline run")

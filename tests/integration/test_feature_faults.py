@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ import redis
 from churnops.jobs.materialize import materialize
 from churnops.settings import Settings
 from tests.conftest import PipelineRun
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, start_churnops
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,26 +38,6 @@ class Load:
 
     results: list[tuple[float, float, int, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
-
-
-def start_service(home: Path, redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "REDIS_"))}
-    env |= {"CHURNOPS_HOME": str(home), "REDIS_URL": redis_url}
-    cmd = [sys.executable, "-m", "churnops", "serve", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(log.read_text()[-3000:])
 
 
 def breaker_state(url: str) -> int:
@@ -95,7 +73,10 @@ def test_redis_killed_and_restarted_under_load(
     assert written["entities"] == 4000
     with redis.Redis.from_url(redis_server.url) as client:
         client.save()  # the restarted server reloads this snapshot
-    proc, url = start_service(pipeline_run.settings.home, redis_server.url, tmp_path / "serve.log")
+    server = start_churnops(
+        pipeline_run.settings.home, tmp_path / "serve.log", env={"REDIS_URL": redis_server.url}
+    )
+    proc, url = server.proc, server.url
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"])
     load = Load()
     client = threading.Thread(target=drive, args=(url, ids, load))
@@ -202,10 +183,9 @@ def test_postgres_cut_and_restored_under_load(
     )
     online.close()
 
-    port_env = {"DATABASE_URL": url}
-    proc, service = start_service_env(
-        pipeline_run.settings.home, redis_server.url, port_env, tmp_path / "pg.log"
-    )
+    stores = {"REDIS_URL": redis_server.url, "DATABASE_URL": url}
+    server = start_churnops(pipeline_run.settings.home, tmp_path / "pg.log", env=stores)
+    proc, service = server.proc, server.url
     ids = list(raw["customer_id"].iloc[2000:])
     load = Load()
     client = threading.Thread(target=drive, args=(service, ids, load))
@@ -252,21 +232,6 @@ def test_postgres_cut_and_restored_under_load(
         f"closed {closed_after:.2f} s after restore; p95 healthy {p95['healthy'] * 1e3:.2f} ms, "
         f"down {p95['down'] * 1e3:.2f} ms"
     )
-
-
-def start_service_env(
-    home: Path, redis_url: str, extra: dict[str, str], log: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    previous = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        return start_service(home, redis_url, log)
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def wait_for_dependency(url: str, dependency: str, wanted: int, timeout: float) -> float:

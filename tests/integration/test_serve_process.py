@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,55 +15,12 @@ import pytest
 
 from churnops.io.registry import MlflowRegistry
 from tests.conftest import PipelineRun
+from tests.servers import ChurnopsServer, start_churnops, stop_churnops
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIENTS = 8
 PROMOTIONS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-def start_server(home: Path, workers: int, tmp: Path) -> Server:
-    port = free_port()
-    log = tmp / f"serve-{port}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
-    env |= {"CHURNOPS_HOME": str(home), "CHURNOPS_RELOAD_POLL_SECONDS": "0.5"}
-    cmd = [sys.executable, "-m", "churnops", "serve", "--port", str(port), "--workers", str(workers)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return Server(url, proc, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(log.read_text()[-3000:])
-
-
-def stop_server(server: Server) -> int:
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-    try:
-        return server.proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-        return server.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +38,22 @@ def versions(pipeline_run: PipelineRun) -> list[str]:
 
 
 @pytest.fixture
-def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[Server]:
+def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[ChurnopsServer]:
     MlflowRegistry(pipeline_run.settings.tracking_uri, None).set_alias("churn-synthetic", "champion", "1")
-    started = start_server(pipeline_run.settings.home, workers=2, tmp=tmp_path)
+    started = start_churnops(
+        pipeline_run.settings.home,
+        tmp_path / "serve.log",
+        workers=2,
+        env={"CHURNOPS_RELOAD_POLL_SECONDS": "0.5"},
+    )
     yield started
-    stop_server(started)
+    stop_churnops(started)
     MlflowRegistry(pipeline_run.settings.tracking_uri, None).set_alias("churn-synthetic", "champion", "1")
 
 
-def test_promotions_under_load(server: Server, pipeline_run: PipelineRun, versions: list[str]) -> None:
+def test_promotions_under_load(
+    server: ChurnopsServer, pipeline_run: PipelineRun, versions: list[str]
+) -> None:
     """8 clients without pause while champion moves 5 times: no non-2xx, every answer from a champion."""
     registry = MlflowRegistry(pipeline_run.settings.tracking_uri, None)
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(500))
@@ -151,7 +111,7 @@ def champions_between(timeline: list[tuple[float, str]], start: float, end: floa
     return held
 
 
-def wait_for_version(server: Server, version: str, timeout: float = 5.0) -> None:
+def wait_for_version(server: ChurnopsServer, version: str, timeout: float = 5.0) -> None:
     """Every worker serves `version` within the 5 s bound (asked several times: workers differ)."""
     deadline = time.monotonic() + timeout
     streak = 0
@@ -164,7 +124,7 @@ def wait_for_version(server: Server, version: str, timeout: float = 5.0) -> None
     raise AssertionError(f"server still not on v{version} after {timeout} s")
 
 
-def test_metrics_sum_over_workers(server: Server, pipeline_run: PipelineRun) -> None:
+def test_metrics_sum_over_workers(server: ChurnopsServer, pipeline_run: PipelineRun) -> None:
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(100))
     with httpx.Client(base_url=server.url, timeout=10) as http:
         for cid in ids:
@@ -179,7 +139,7 @@ def test_metrics_sum_over_workers(server: Server, pipeline_run: PipelineRun) -> 
     assert total == len(ids)
 
 
-def test_sigterm_drains_in_flight_requests(server: Server, pipeline_run: PipelineRun) -> None:
+def test_sigterm_drains_in_flight_requests(server: ChurnopsServer, pipeline_run: PipelineRun) -> None:
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(4000))
     extra = {"contract": "One year", "support_calls": 3, "region": "Atlantis"}  # more work per instance
     payload = {"instances": [{"customer_id": cid, "features": extra} for cid in (ids * 3)[:10_000]]}

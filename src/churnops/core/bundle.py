@@ -30,7 +30,3 @@ class ModelBundle:
     def predict_proba(self, frame: pd.DataFrame) -> NDArray[np.float64]:
         """Churn probabilities for raw rows (columns not in the spec are ignored)."""
         return self.classifier.predict_proba(self.transformer.transform(frame))
-
-    def input_example(self, frame: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
-        """A few raw feature rows, the model's input schema."""
-        return frame.loc[:, self.spec.feature_columns].head(rows)

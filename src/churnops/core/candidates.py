@@ -7,6 +7,7 @@ booster) so the serving hot path can call it on a numpy row without pandas.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -134,9 +135,8 @@ class TrainingData:
 
 def fit_candidate(candidate: CandidateParams, data: TrainingData, deadline: float) -> TrainedCandidate:
     """Fit one candidate; gradient boosting stops early on the validation set or at the deadline."""
-    fitters = {"logistic_regression": _fit_logreg, "lightgbm": _fit_lightgbm, "xgboost": _fit_xgboost}
     started = time.perf_counter()
-    classifier, best_iteration, by_budget = fitters[candidate.kind](candidate, data, deadline)
+    classifier, best_iteration, by_budget = _FITTERS[candidate.kind](candidate, data, deadline)
     return TrainedCandidate(
         name=candidate.name,
         classifier=classifier,
@@ -154,11 +154,7 @@ def refit_fixed(
     fixed = candidate.model_copy(update={"params": params, "early_stopping_rounds": None})
     empty = np.empty((0, x.shape[1]), dtype=np.float64)
     data = TrainingData(x, y, empty, np.empty(0, dtype=np.int_))
-    classifier, _, _ = {
-        "logistic_regression": _fit_logreg,
-        "lightgbm": _fit_lightgbm,
-        "xgboost": _fit_xgboost,
-    }[candidate.kind](fixed, data, float("inf"))
+    classifier, _, _ = _FITTERS[candidate.kind](fixed, data, float("inf"))
     return classifier
 
 
@@ -256,3 +252,12 @@ def _fit_xgboost(
     stopped = time.perf_counter() > deadline
     classifier = XGBoostClassifier(booster=booster, best_iteration=best, n_features=data.x_fit.shape[1])
     return classifier, best, stopped
+
+
+# Candidate kind -> fitter (defined last: the fitters above are module functions).
+Fitter = Callable[[CandidateParams, TrainingData, float], tuple[Classifier, int | None, bool]]
+_FITTERS: dict[str, Fitter] = {
+    "logistic_regression": _fit_logreg,
+    "lightgbm": _fit_lightgbm,
+    "xgboost": _fit_xgboost,
+}

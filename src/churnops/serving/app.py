@@ -59,7 +59,7 @@ def create_app(
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             access_log.flush()
-            service.metrics.retire()
+            service.metrics.publish()  # a last snapshot: counters outlive the worker
             await service.features.close()
 
     app = FastAPI(

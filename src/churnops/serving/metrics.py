@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,10 +79,6 @@ class ServiceMetrics:
         temporary = target.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.snapshot()))
         temporary.replace(target)
-
-    def retire(self) -> None:
-        """On shutdown: publish a last time so counters survive the worker, like prometheus multiprocess."""
-        self.publish()
 
     def render(self) -> bytes:
         """Prometheus text for all workers: this one live, the others from their snapshots."""
@@ -186,7 +181,3 @@ def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
                 totals[(kind, stat)] = totals.get((kind, stat), 0) + value
     for (kind, stat), value in sorted(totals.items()):
         yield f'feature_store_stat{{store="{_escape(kind)}",stat="{_escape(stat)}"}} {value}\n'
-
-
-def now() -> float:
-    return time.perf_counter()

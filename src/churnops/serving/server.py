@@ -11,11 +11,26 @@ from churnops.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+def preflight(settings: Settings) -> str:
+    """Fail before uvicorn starts (one clear line, non-zero exit) when there is nothing to serve."""
+    from churnops.errors import NotReady
+    from churnops.io.registry import CHAMPION, MlflowRegistry
+
+    registry = MlflowRegistry(settings.tracking_uri, settings.artifact_root, settings.experiment_name)
+    name = registry.resolve_name(settings.model_name)
+    version = registry.alias_version(name, CHAMPION)
+    if version is None:
+        raise NotReady(f"{name} has no `champion` alias: run `churnops models promote VERSION`")
+    logger.info("serving %s v%s (champion)", name, version)
+    return version
+
+
 def run(settings: Settings, host: str, port: int, workers: int) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests drain before exit (graceful shutdown)."""
     import uvicorn
 
     settings.check_production()
+    preflight(settings)
     metrics_dir = settings.metrics_dir or settings.ensure_home() / "metrics" / f"serve-{port}"
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the server
     metrics_dir.mkdir(parents=True, exist_ok=True)
