@@ -114,10 +114,15 @@ def start_churnops(
 
 def stop_churnops(server: ChurnopsServer) -> int:
     """SIGTERM the process group (graceful drain), SIGKILL if it outlives 40 s; returns the exit code."""
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
+    return stop_group(server.proc, grace=40)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """SIGTERM a server started with start_new_session, SIGKILL its group if it outlives `grace` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        return server.proc.wait(timeout=40)
+        return proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-        return server.proc.wait(timeout=10)
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from churnops.io.registry import MlflowRegistry
 from tests.conftest import PipelineRun
+from tests.servers import stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,9 +68,4 @@ def test_mlflow_models_serve_scores_raw_rows(pipeline_run: PipelineRun) -> None:
         )
         np.testing.assert_allclose(served, bundle.predict_proba(raw), rtol=1e-9)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, grace=20)

@@ -270,7 +270,8 @@ def test_async_calls_queued_for_a_connection_share_the_deadline(clean_redis: Red
     async def scenario() -> None:
         reader = AsyncRedisOnlineReader(clean_redis.url, "v1", max_connections=2)
         try:
-            await asyncio.gather(reader.get("c1"), reader.get("c2"))  # two open connections
+            # Two open connections first, under a start-up deadline (as the service's lifespan does).
+            assert await reader.warm(2, timeout_s=1.0) == 2
             clean_redis.signal(signal.SIGSTOP)
             try:
                 start = time.perf_counter()

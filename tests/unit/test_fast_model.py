@@ -143,6 +143,23 @@ def test_score_one_equals_its_row_of_score_batch(
         np.testing.assert_array_equal(one_contributions, contributions[i])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_reasons_equals_score_batch_then_top_reason_codes(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared, kind: str
+) -> None:
+    """The one-thread fused kernel (batch scoring) gives the parallel kernels' answer to the bit,
+    rows with missing values included."""
+    _, fast = models[kind]
+    rows = prepared.x[:500].copy()
+    rows[::7, 0] = np.nan
+    proba, contributions = fast.score_batch(rows)
+    index, top = fast.top_reason_codes(contributions, 3)
+    fused = fast.score_reasons(rows, 3)
+    np.testing.assert_array_equal(fused[0], proba)
+    np.testing.assert_array_equal(fused[1], index)
+    np.testing.assert_array_equal(fused[2], top)
+
+
 HIDDEN = ("gender", "region", "partner")
 
 
@@ -293,6 +310,7 @@ def test_lightgbm_missing_values_follow_the_booster(zero_as_missing: bool) -> No
         fast.bias + contributions.sum(axis=1), raw_margin(classifier, rows), rtol=0, atol=1e-9
     )
     assert all(fast.score_one(row)[0] == proba[i] for i, row in enumerate(rows[:100]))
+    np.testing.assert_array_equal(fast.score_reasons(rows)[0], proba)
 
 
 def test_xgboost_missing_values_follow_the_booster() -> None:

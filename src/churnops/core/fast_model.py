@@ -168,32 +168,73 @@ def _linear_row(
     return 1.0 / (1.0 + math.exp(-margin))
 
 
+@_kernel()
+def _row_top_k(
+    values: FloatArray, name_rank: NDArray[np.int64], out_index: NDArray[np.int64], out_value: FloatArray
+) -> None:
+    """The k (= len(out_index)) entries of largest |value|, ties to the lower name rank (as `top_reasons`)."""
+    k = out_index.shape[0]
+    filled = 0
+    for r in range(values.shape[0]):
+        m = abs(values[r])
+        slot = filled
+        # Insertion into the k best so far, ordered by (|value| desc, name rank asc).
+        while slot > 0:
+            prev = out_index[slot - 1]
+            pm = abs(values[prev])
+            if pm > m or (pm == m and name_rank[prev] < name_rank[r]):
+                break
+            slot -= 1
+        if slot >= k:
+            continue
+        for s in range(min(filled, k - 1), slot, -1):
+            out_index[s] = out_index[s - 1]
+        out_index[slot] = r
+        filled = min(filled + 1, k)
+    for s in range(k):
+        out_value[s] = values[out_index[s]]
+
+
 @_kernel(parallel=True)
 def _top_k_batch(
     values: FloatArray, name_rank: NDArray[np.int64], out_index: NDArray[np.int64], out_value: FloatArray
 ) -> None:
-    """Per row, the k columns of largest |value|, ties to the lower name rank (as `top_reasons`)."""
-    k = out_index.shape[1]
     for i in numba.prange(values.shape[0]):
-        filled = 0
-        for r in range(values.shape[1]):
-            m = abs(values[i, r])
-            slot = filled
-            # Insertion into the k best so far, ordered by (|value| desc, name rank asc).
-            while slot > 0:
-                prev = out_index[i, slot - 1]
-                pm = abs(values[i, prev])
-                if pm > m or (pm == m and name_rank[prev] < name_rank[r]):
-                    break
-                slot -= 1
-            if slot >= k:
-                continue
-            for s in range(min(filled, k - 1), slot, -1):
-                out_index[i, s] = out_index[i, s - 1]
-            out_index[i, slot] = r
-            filled = min(filled + 1, k)
-        for s in range(k):
-            out_value[i, s] = values[i, out_index[i, s]]
+        _row_top_k(values[i], name_rank, out_index[i], out_value[i])
+
+
+@_kernel()
+def _forest_reasons(
+    matrix: FloatArray,
+    proba: FloatArray,
+    out_index: NDArray[np.int64],
+    out_value: FloatArray,
+    name_rank: NDArray[np.int64],
+    *args: Any,
+) -> None:
+    """One thread: probability and top-k reasons per row; contributions live in one scratch row."""
+    cur = np.empty(args[4], np.int32)
+    scratch = np.empty(name_rank.shape[0])
+    for i in range(matrix.shape[0]):
+        scratch[:] = 0.0
+        proba[i] = _forest_row(matrix[i], scratch, cur, *args)
+        _row_top_k(scratch, name_rank, out_index[i], out_value[i])
+
+
+@_kernel()
+def _linear_reasons(
+    matrix: FloatArray,
+    proba: FloatArray,
+    out_index: NDArray[np.int64],
+    out_value: FloatArray,
+    name_rank: NDArray[np.int64],
+    *args: Any,
+) -> None:
+    scratch = np.empty(name_rank.shape[0])
+    for i in range(matrix.shape[0]):
+        scratch[:] = 0.0
+        proba[i] = _linear_row(matrix[i], scratch, *args)
+        _row_top_k(scratch, name_rank, out_index[i], out_value[i])
 
 
 @_kernel(parallel=True)
@@ -217,9 +258,9 @@ def _top_k(values: FloatArray, rank: NDArray[np.int64], k: int) -> NDArray[np.in
     return chosen
 
 
-_KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None]]] = {
-    "forest": (_forest_one, _forest_batch),
-    "linear": (_linear_row, _linear_batch),
+_KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None], Callable[..., None]]] = {
+    "forest": (_forest_one, _forest_batch, _forest_reasons),
+    "linear": (_linear_row, _linear_batch, _linear_reasons),
 }
 
 
@@ -248,7 +289,7 @@ class FastModel:
         self._names = np.array(self.raw_features, dtype=object)
         self._name_order = np.argsort(self._names.astype(str), kind="stable").astype(np.int64)
         self._name_rank = np.argsort(self._name_order).astype(np.int64)
-        self._one, self._batch = _KERNELS[family]
+        self._one, self._batch, self._reasons = _KERNELS[family]
 
     @classmethod
     def build(
@@ -288,6 +329,22 @@ class FastModel:
         contrib = np.zeros((matrix.shape[0], self._n_raw))
         self._batch(matrix, proba, contrib, *self._args)
         return proba, contrib
+
+    def score_reasons(
+        self, matrix: FloatArray, k: int = 3
+    ) -> tuple[FloatArray, NDArray[np.int64], FloatArray]:
+        """Probabilities (n,), top-k reason indices into `raw_features` (n, k) and their contributions
+        (n, k), on the calling thread only: for callers that spread row blocks over threads themselves
+        (a parallel kernel waits for its slowest thread, so it stalls beside other busy threads)."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1:] != self._row_shape:
+            raise ValueError(f"matrix must have shape (n, {self._row_shape[0]}), got {matrix.shape}")
+        k = self._cap(k)
+        proba = np.empty(matrix.shape[0])
+        index = np.empty((matrix.shape[0], k), dtype=np.int64)
+        top = np.empty((matrix.shape[0], k), dtype=np.float64)
+        self._reasons(matrix, proba, index, top, self._name_rank, *self._args)
+        return proba, index, top
 
     def top_reasons(self, contributions: FloatArray, k: int = 3) -> list[tuple[str, float]]:
         """The k raw features with the largest |contribution| (ties by name), with their contributions."""
@@ -330,11 +387,13 @@ class FastModel:
         return min(k, self._n_raw)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key not in ("_one", "_batch")}
+        return {
+            key: value for key, value in self.__dict__.items() if key not in ("_one", "_batch", "_reasons")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._one, self._batch = _KERNELS[self._family]
+        self._one, self._batch, self._reasons = _KERNELS[self._family]
 
 
 def _source_weights(output_sources: Sequence[tuple[str, ...]], raw_features: Sequence[str]) -> FloatArray:

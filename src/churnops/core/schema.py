@@ -65,10 +65,17 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 
 def _is_text(series: pd.Series) -> bool:
-    return bool(pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series))
+    return bool(
+        pd.api.types.is_object_dtype(series)
+        or pd.api.types.is_string_dtype(series)
+        or isinstance(series.dtype, pd.CategoricalDtype)
+    )
 
 
 def _blank_to_missing(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.CategoricalDtype):  # look at the few categories, not every row
+        blanks = [c for c in series.cat.categories if isinstance(c, str) and not c.strip()]
+        return series.cat.remove_categories(blanks) if blanks else series
     as_text = series.astype("string")
     blank = as_text.str.strip().eq("").fillna(False).to_numpy(dtype=bool)
     if not blank.any():

@@ -26,9 +26,11 @@ MessagePack rather than JSON: for a 20-feature vector it decodes ~17% faster
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from importlib import metadata
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -37,6 +39,7 @@ import msgspec
 import redis
 import redis.asyncio as aredis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -281,6 +284,13 @@ class RedisOnlineStore:
 # -- Redis, asyncio (serving) --------------------------------------------------------------
 
 
+@functools.cache
+def _driver_info() -> DriverInfo:
+    """redis-py's CLIENT SETINFO metadata, resolved once: by default every new connection looks its
+    version up with importlib.metadata (1-7 ms on the event loop, inside another call's 5 ms deadline)."""
+    return DriverInfo(lib_version=metadata.version("redis"))
+
+
 class AsyncRedisOnlineReader:
     """Reads vectors of one version from the event loop, failing within milliseconds.
 
@@ -322,6 +332,7 @@ class AsyncRedisOnlineReader:
             socket_timeout=None,  # the per-call deadline bounds reads and writes
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0),  # redis-py 8 defaults to 10 retries: seconds, not ms
+            driver_info=_driver_info(),
         )
         self._client = aredis.Redis.from_pool(self._pool)
         self._slots = asyncio.Semaphore(max_connections)

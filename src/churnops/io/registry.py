@@ -15,6 +15,7 @@ from typing import Any
 
 from churnops.core.bundle import ModelBundle
 from churnops.errors import NotFound, RegistryError
+from churnops.io.registry_lookup import VersionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,20 @@ def _signature(columns: list[str]) -> Any:
 
     inputs = Schema([ColSpec(AnyType(), name, required=False) for name in columns])  # type: ignore[no-untyped-call]
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "churn_probability")]))
+
+
+def choose_model_name(names: Sequence[str], requested: str | None) -> str:
+    """The requested model name, or the only registered model; otherwise ask for one."""
+    if requested:
+        if requested not in names:
+            known = ", ".join(names) or "none"
+            raise NotFound(f"no registered model named {requested!r} (registered: {known})")
+        return requested
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise NotFound("no registered model yet: run `churnops pipeline run` first")
+    raise RegistryError(f"several registered models ({', '.join(names)}): choose one with --model")
 
 
 class MlflowRegistry:
@@ -164,17 +179,27 @@ class MlflowRegistry:
 
     def resolve_name(self, requested: str | None) -> str:
         """The requested model name, or the only registered model; otherwise ask for one."""
-        names = self.model_names()
-        if requested:
-            if requested not in names:
-                known = ", ".join(names) or "none"
-                raise NotFound(f"no registered model named {requested!r} (registered: {known})")
-            return requested
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            raise NotFound("no registered model yet: run `churnops pipeline run` first")
-        raise RegistryError(f"several registered models ({', '.join(names)}): choose one with --model")
+        return choose_model_name(self.model_names(), requested)
+
+    def version_record(self, model_name: str, ref: str) -> VersionRecord | None:
+        """The version `ref` (a number or an alias) names, or None when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if ref.isdigit():
+                mv = self.client.get_model_version(model_name, ref)
+            else:
+                mv = self.client.get_model_version_by_alias(model_name, ref)
+        except MlflowException:
+            return None
+        return VersionRecord(
+            name=str(mv.name),
+            version=str(mv.version),
+            run_id=mv.run_id or None,
+            created_ms=int(mv.creation_timestamp),
+            source=str(mv.source),
+            storage_location=None,
+        )
 
     def model_names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())

@@ -18,9 +18,11 @@ from churnops.core.schema import target_labels
 from churnops.core.spec import DatasetSpec
 from churnops.core.split import HOLDOUT
 from churnops.errors import ChurnopsError
+from churnops.io.pyfunc_model import load_bundle
 from churnops.io.registry import CHALLENGER, CHAMPION, MlflowRegistry
 from churnops.jobs.featurize import load_split
 from churnops.jobs.lineage import lineage_tags
+from churnops.jobs.score import cache_compiled
 from churnops.jobs.train import load_training
 from churnops.jobs.validate import save_reference
 from churnops.jobs.workdir import Workdir, read_json, write_json
@@ -50,6 +52,7 @@ def register(
                 )
                 if name == chosen:
                     version = _log_chosen(workdir, registry, run_id, model_name, tags, report, training)
+    cache_compiled(settings, registry, model_name, version, load_bundle(workdir.bundle))
     champion_auc, champion_version = _champion_score(workdir, registry, model_name, version)
     new_auc = report["candidates"][chosen]["holdout"]["roc_auc"]
     decision = decide_aliases(new_auc, champion_auc, champion_version)
