@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,3 +70,13 @@ def test_unwritable_cache_only_costs_speed(tmp_path: Path, compiled: CompiledMod
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache directory should be")
     assert CompiledModelCache(blocker / "cache").put(URI, RECORD, compiled) is None
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, compiled: CompiledModel) -> None:
+    class Unpicklable(CompiledModel):
+        def __reduce__(self) -> Any:
+            raise pickle.PicklingError("cannot pickle this")
+
+    bad = Unpicklable(compiled.spec, compiled.transformer, compiled.fast, 0.4, "logreg")
+    assert CompiledModelCache(tmp_path).put(URI, RECORD, bad) is None
+    assert list(tmp_path.iterdir()) == []

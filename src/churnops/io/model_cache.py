@@ -62,12 +62,16 @@ class CompiledModelCache:
 
     def put(self, registry_uri: str, record: VersionRecord, compiled: CompiledModel) -> Path | None:
         path = self.path_for(registry_uri, record)
+        partial: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
+                partial = handle.name
                 pickle.dump(compiled, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(handle.name, path)  # readers see the old file or the whole new one
-        except OSError as err:
+            os.replace(partial, path)  # readers see the old file or the whole new one
+        except (OSError, pickle.PicklingError) as err:
+            if partial is not None:
+                Path(partial).unlink(missing_ok=True)
             logger.warning(
                 "cannot cache the compiled model in %s (%s): scoring will load it from MLflow", path, err
             )

@@ -62,7 +62,7 @@ def load_scoring_model(
     settings: Settings, model: str | None, ref: str, cache: CompiledModelCache | None = None
 ) -> ScoringModel:
     """NAME@alias or NAME/version, compiled: read from the cache, else from MLflow (then cached)."""
-    cache = cache or CompiledModelCache(settings.home / "cache" / "compiled")
+    cache = cache or compiled_cache(settings)
     uri = settings.tracking_uri
     registry: MlflowRegistry | None = None
     try:
@@ -93,7 +93,11 @@ def cache_compiled(
     record = registry.version_record(name, version)
     if record is not None:
         compiled = CompiledModel.from_bundle(bundle)
-        CompiledModelCache(settings.home / "cache" / "compiled").put(settings.tracking_uri, record, compiled)
+        compiled_cache(settings).put(settings.tracking_uri, record, compiled)
+
+
+def compiled_cache(settings: Settings) -> CompiledModelCache:
+    return CompiledModelCache(settings.home / "cache" / "compiled")
 
 
 def _registry(settings: Settings) -> MlflowRegistry:
