@@ -224,3 +224,28 @@ def test_pickle_round_trip_predicts_identically(
     x: NDArray[np.float64] = data.x_val
     np.testing.assert_array_equal(restored.predict_proba(x), classifier.predict_proba(x))
     np.testing.assert_array_equal(restored.contributions(x[:20]), classifier.contributions(x[:20]))
+
+
+def test_lightgbm_out_of_budget_keeps_the_best_round_so_far(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the budget runs out mid-training, LightGBM keeps the best validation round so far
+    (what early stopping would keep), not every round trained. The budget's clock runs out at the
+    16th round (a real deadline cannot be hit at a chosen round)."""
+    from churnops.core import candidates
+
+    data = make_data(signal=0.1, seed=3)
+    candidate = CANDIDATES["lightgbm"].model_copy(
+        update={"params": CANDIDATES["lightgbm"].params | {"learning_rate": 0.5, "num_leaves": 31}}
+    )
+    calls = iter(range(10**6))
+    monkeypatch.setattr(candidates, "_clock", lambda: 0.0 if next(calls) < 15 else 2.0)
+    result = fit_candidate(candidate, data, deadline=1.0)
+    assert result.stopped_by_budget
+    # The same 16 rounds without a budget (deterministic: one thread, fixed seed), scored per round.
+    monkeypatch.setattr(candidates, "_clock", lambda: 0.0)
+    sixteen = candidate.model_copy(update={"params": candidate.params | {"n_estimators": 16}})
+    reference = fit_candidate(sixteen, data, deadline=1.0).classifier.booster  # type: ignore[attr-defined]
+    aucs = [roc_auc_score(data.y_val, reference.predict(data.x_val, num_iteration=i)) for i in range(1, 17)]
+    best = int(np.argmax(aucs)) + 1
+    assert best < 16  # the problem overfits early: keeping every round would be wrong
+    assert result.best_iteration == best
+    assert result.classifier.best_iteration == best  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ booster) so the serving hot path can call it on a numpy row without pandas.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from numpy.typing import NDArray
 from churnops.core.params import CandidateParams
 
 FloatArray = NDArray[np.float64]
+# The training budget's clock (a module attribute so a test can run out of budget at a chosen round).
+_clock: Callable[[], float] = time.perf_counter
 
 
 class Classifier(Protocol):
@@ -174,15 +177,30 @@ def _fit_logreg(
     return classifier, None, False
 
 
-def _deadline_callback(deadline: float) -> Any:
-    def callback(env: Any) -> None:
-        if time.perf_counter() > deadline:
+class _LightGBMDeadline:
+    """Ends LightGBM training once the wall-clock budget is spent, keeping the best validation
+    round so far (what early stopping would have kept), not every round trained."""
+
+    order = 40  # after LightGBM's own early stopping (30)
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.best_iteration = -1
+        self.best_score = math.nan
+        self.best_results: list[Any] = []
+
+    def __call__(self, env: Any) -> None:
+        if env.evaluation_result_list:  # (dataset, metric, value, higher is better, ...) per metric
+            _, _, score, higher_better = env.evaluation_result_list[0][:4]
+            better = score > self.best_score if higher_better else score < self.best_score
+            if self.best_iteration < 0 or better:
+                self.best_iteration, self.best_score = env.iteration, score
+                self.best_results = list(env.evaluation_result_list)
+        if _clock() > self.deadline:
             import lightgbm as lgb
 
-            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
-
-    callback.order = 40  # type: ignore[attr-defined]
-    return callback
+            best = self.best_iteration if self.best_iteration >= 0 else env.iteration
+            raise lgb.callback.EarlyStopException(best, self.best_results or env.evaluation_result_list)
 
 
 def _fit_lightgbm(
@@ -193,14 +211,14 @@ def _fit_lightgbm(
     params = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": 0} | dict(candidate.params)
     rounds = int(str(params.pop("n_estimators", 500)))
     train_set = lgb.Dataset(data.x_fit, label=data.y_fit, free_raw_data=True)
-    callbacks: list[Any] = [_deadline_callback(deadline)]
+    callbacks: list[Any] = [_LightGBMDeadline(deadline)]
     valid_sets: list[Any] = []
     if candidate.early_stopping_rounds and len(data.y_val):
         valid_sets = [lgb.Dataset(data.x_val, label=data.y_val, reference=train_set)]
         callbacks.append(lgb.early_stopping(candidate.early_stopping_rounds, verbose=False))
     booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
     best = booster.best_iteration or booster.current_iteration()
-    stopped = time.perf_counter() > deadline
+    stopped = _clock() > deadline
     return LightGBMClassifier(booster=booster, best_iteration=best), best, stopped
 
 
@@ -217,7 +235,7 @@ class _XGBDeadline:
 
         class _Callback(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-                return time.perf_counter() > deadline
+                return _clock() > deadline
 
         return _Callback()
 
@@ -249,7 +267,7 @@ def _fit_xgboost(
     # callback never ran (XGBoost stops calling callbacks once one asks to stop).
     marked = booster.attr("best_iteration") if stopping else None
     best = int(marked) + 1 if marked is not None else booster.num_boosted_rounds()
-    stopped = time.perf_counter() > deadline
+    stopped = _clock() > deadline
     classifier = XGBoostClassifier(booster=booster, best_iteration=best, n_features=data.x_fit.shape[1])
     return classifier, best, stopped
 
