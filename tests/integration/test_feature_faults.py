@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +25,9 @@ import redis
 from churnops.jobs.materialize import materialize
 from churnops.settings import Settings
 from tests.conftest import PipelineRun
-from tests.servers import RedisServer, start_churnops
+from tests.servers import RedisServer, start_churnops, stop_churnops
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-BREAKER = re.compile(r'^circuit_breaker_state\{dependency="online_store"\} (\d)', re.M)
 
 
 @dataclass
@@ -39,20 +36,6 @@ class Load:
 
     results: list[tuple[float, float, int, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
-
-
-def breaker_state(url: str) -> int:
-    found = BREAKER.search(httpx.get(f"{url}/metrics", timeout=5).text)
-    return int(found.group(1)) if found else -1
-
-
-def wait_for_breaker(url: str, wanted: int, timeout: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if breaker_state(url) == wanted:
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise AssertionError(f"breaker not {wanted} after {timeout} s (now {breaker_state(url)})")
 
 
 def drive(url: str, ids: list[str], load: Load) -> None:
@@ -66,6 +49,70 @@ def drive(url: str, ids: list[str], load: Load) -> None:
             i += 1
 
 
+@dataclass
+class Outage:
+    """One run of load through a dependency failure; monotonic times, breaker delays in seconds."""
+
+    results: list[tuple[float, float, int, str]]
+    failed: float
+    opened_after: float
+    restored: float
+    closed_after: float
+    recovered: float
+    pools: dict[str, int]
+
+
+def run_outage(
+    url: str,
+    ids: list[str],
+    dependency: str,
+    fail: Callable[[], None],
+    restore: Callable[[], None],
+    min_requests: int = 0,
+) -> Outage:
+    """Load without pause: 2 s healthy, `fail()`, breaker open, 2 s down, `restore()`, breaker
+    closed, 1.5 s more (and up to 30 s more for `min_requests`), then the pools once idle."""
+    load = Load()
+    client = threading.Thread(target=drive, args=(url, ids, load))
+    client.start()
+    try:
+        time.sleep(2.0)
+        failed = time.monotonic()
+        fail()
+        opened_after = wait_for_dependency(url, dependency, 2, timeout=3.0)
+        time.sleep(2.0)
+        restored = time.monotonic()
+        restore()
+        closed_after = wait_for_dependency(url, dependency, 0, timeout=10.0)
+        recovered = time.monotonic()
+        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while len(load.results) < min_requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        load.stop.set()
+        client.join(timeout=30)
+    return Outage(load.results, failed, opened_after, restored, closed_after, recovered, idle_pools(url))
+
+
+def p95_healthy_and_down(
+    healthy: list[tuple[float, float, int, str]], down: list[tuple[float, float, int, str]]
+) -> dict[str, float]:
+    """Latency p95 (seconds) of the answers before the failure and while it lasted."""
+    return {
+        name: float(np.percentile([r[1] for r in rows], 95))
+        for name, rows in (("healthy", healthy), ("down", down))
+    }
+
+
+def report(outage: Outage, p95: dict[str, float], back: str) -> None:
+    print(
+        f"\nrequests {len(outage.results)}, errors 0, breaker opened after {outage.opened_after:.3f} s, "
+        f"closed {outage.closed_after:.2f} s after {back}; p95 healthy {p95['healthy'] * 1e3:.2f} ms, "
+        f"down {p95['down'] * 1e3:.2f} ms"
+    )
+
+
 def test_redis_killed_and_restarted_under_load(
     pipeline_run: PipelineRun, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -77,45 +124,25 @@ def test_redis_killed_and_restarted_under_load(
     server = start_churnops(
         pipeline_run.settings.home, tmp_path / "serve.log", env={"REDIS_URL": redis_server.url}
     )
-    proc, url = server.proc, server.url
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"])
-    load = Load()
-    client = threading.Thread(target=drive, args=(url, ids, load))
-    client.start()
     try:
-        time.sleep(2.0)
-        killed = time.monotonic()
-        redis_server.kill()
-        opened_after = wait_for_breaker(url, 2, timeout=3.0)
-        time.sleep(2.0)
-        restarted = time.monotonic()
-        redis_server.start()
-        closed_after = wait_for_breaker(url, 0, timeout=10.0)
-        recovered = time.monotonic()
-        time.sleep(1.5)
         # At least 10,000 requests through the failure and recovery before the pools are checked.
-        deadline = time.monotonic() + 30
-        while len(load.results) < 10_000 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        load.stop.set()
-        client.join(timeout=30)
-        pools = idle_pools(url)
+        outage = run_outage(
+            server.url, ids, "online_store", redis_server.kill, redis_server.start, min_requests=10_000
+        )
     finally:
-        load.stop.set()
-        client.join(timeout=30)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=40)
+        stop_churnops(server)
 
     # No connection leaked through the failures: every pool is back to idle.
-    assert pools["pool_in_use"] == 0
-    assert pools["pool_waiting"] == 0
-    assert pools["offline_pool_checked_out"] == 0
-    results = load.results
+    assert outage.pools["pool_in_use"] == 0
+    assert outage.pools["pool_waiting"] == 0
+    assert outage.pools["offline_pool_checked_out"] == 0
+    results = outage.results
     assert len(results) >= 10_000
     assert [r for r in results if r[2] != 200] == []
-    healthy = [r for r in results if r[0] + r[1] < killed]  # answered before the kill
-    down = [r for r in results if killed + opened_after < r[0] < restarted]
-    after = [r for r in results if r[0] > recovered + 1.1]  # past one cache TTL
+    healthy = [r for r in results if r[0] + r[1] < outage.failed]  # answered before the kill
+    down = [r for r in results if outage.failed + outage.opened_after < r[0] < outage.restored]
+    after = [r for r in results if r[0] > outage.recovered + 1.1]  # past one cache TTL
     assert down
     assert {r[3] for r in down} <= {"stale", "online_store"}  # online_store: the 1 s in-process cache
     assert sum(r[3] == "stale" for r in down) > len(down) / 2
@@ -125,18 +152,11 @@ def test_redis_killed_and_restarted_under_load(
     # Stuck on the fallback would be ~0%; 5.5% stale was seen once under load in CI.
     after_sources = Counter(r[3] for r in after)
     assert after_sources["online_store"] >= 0.9 * len(after), after_sources
-    assert opened_after <= 1.0
-    assert closed_after < 10.0
-    p95 = {
-        name: float(np.percentile([r[1] for r in rows], 95))
-        for name, rows in (("healthy", healthy), ("down", down))
-    }
+    assert outage.opened_after <= 1.0
+    assert outage.closed_after < 10.0
+    p95 = p95_healthy_and_down(healthy, down)
     assert p95["down"] <= 2 * p95["healthy"], p95
-    print(
-        f"\nrequests {len(results)}, errors 0, breaker opened after {opened_after:.3f} s, "
-        f"closed {closed_after:.2f} s after restart; p95 healthy {p95['healthy'] * 1e3:.2f} ms, "
-        f"down {p95['down'] * 1e3:.2f} ms"
-    )
+    report(outage, p95, "restart")
 
 
 @pytest.fixture
@@ -189,39 +209,20 @@ def test_postgres_cut_and_restored_under_load(
 
     stores = {"REDIS_URL": redis_server.url, "DATABASE_URL": url}
     server = start_churnops(pipeline_run.settings.home, tmp_path / "pg.log", env=stores)
-    proc, service = server.proc, server.url
     ids = list(raw["customer_id"].iloc[2000:])
-    load = Load()
-    client = threading.Thread(target=drive, args=(service, ids, load))
-    client.start()
     try:
-        time.sleep(2.0)
-        cut = time.monotonic()
-        proxy.cut()
-        opened_after = wait_for_dependency(service, "offline_store", 2, timeout=3.0)
-        time.sleep(2.0)
-        restored = time.monotonic()
-        proxy.restore()
-        closed_after = wait_for_dependency(service, "offline_store", 0, timeout=10.0)
-        recovered = time.monotonic()
-        time.sleep(1.5)
-        load.stop.set()
-        client.join(timeout=30)
-        pools = idle_pools(service)
+        outage = run_outage(server.url, ids, "offline_store", proxy.cut, proxy.restore)
     finally:
-        load.stop.set()
-        client.join(timeout=30)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=40)
+        stop_churnops(server)
         proxy.stop()
 
-    assert pools["pool_in_use"] == 0
-    assert pools["offline_pool_checked_out"] == 0
-    results = load.results
+    assert outage.pools["pool_in_use"] == 0
+    assert outage.pools["offline_pool_checked_out"] == 0
+    results = outage.results
     assert [r for r in results if r[2] != 200] == []
-    healthy = [r for r in results if r[0] + r[1] < cut]  # answered before the cut
-    down = [r for r in results if cut + opened_after < r[0] < restored]
-    after = [r for r in results if r[0] > recovered + 1.1]
+    healthy = [r for r in results if r[0] + r[1] < outage.failed]  # answered before the cut
+    down = [r for r in results if outage.failed + outage.opened_after < r[0] < outage.restored]
+    after = [r for r in results if r[0] > outage.recovered + 1.1]
     # Healthy: answered from the stores. A read-through that misses its 100 ms deadline on a busy
     # 2-core machine (first connections through the proxy) answers stale by design: allow 1%.
     sources = Counter(r[3] for r in healthy)
@@ -229,17 +230,10 @@ def test_postgres_cut_and_restored_under_load(
     assert sources["stale"] <= len(healthy) / 100, sources
     assert sum(r[3] == "stale" for r in down) > len(down) / 2
     assert "offline_store" in {r[3] for r in after}
-    assert opened_after <= 1.0
-    p95 = {
-        name: float(np.percentile([r[1] for r in rows], 95))
-        for name, rows in (("healthy", healthy), ("down", down))
-    }
+    assert outage.opened_after <= 1.0
+    p95 = p95_healthy_and_down(healthy, down)
     assert p95["down"] <= 2 * p95["healthy"], p95
-    print(
-        f"\nrequests {len(results)}, errors 0, breaker opened after {opened_after:.3f} s, "
-        f"closed {closed_after:.2f} s after restore; p95 healthy {p95['healthy'] * 1e3:.2f} ms, "
-        f"down {p95['down'] * 1e3:.2f} ms"
-    )
+    report(outage, p95, "restore")
 
 
 def wait_for_dependency(url: str, dependency: str, wanted: int, timeout: float) -> float:

@@ -19,11 +19,17 @@ from tests.conftest import PipelineRun, mlflow_at
 pytestmark = pytest.mark.integration
 
 
-def run_score(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
-    env["CHURNOPS_HOME"] = str(home)
+def run_score(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
     cmd = [sys.executable, "-m", "churnops", "score", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=clean | env | {"CHURNOPS_HOME": str(home)},
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -91,6 +97,13 @@ def test_score_errors(pipeline_run: PipelineRun, tmp_path: Path) -> None:
     )
     assert alias.returncode == 1
     assert "no alias 'nope'" in alias.stderr
+    named = run_score(
+        pipeline_run.settings.home,
+        *("--data", str(tmp_path / "short.csv"), "--out", "o.csv"),
+        CHURNOPS_MODEL_NAME="churn-other",
+    )
+    assert named.returncode == 1  # CHURNOPS_MODEL_NAME names the model when --model does not
+    assert "no registered model named 'churn-other'" in named.stderr
 
 
 def _home_copy(pipeline_run: PipelineRun, tmp_path: Path) -> Path:

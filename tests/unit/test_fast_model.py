@@ -295,6 +295,21 @@ def missing_data(seed: int) -> tuple[NDArray[np.float64], NDArray[np.int_], NDAr
     return x, y, test
 
 
+def assert_follows_the_booster(
+    classifier: Classifier, rows: np.ndarray, proba_atol: float, margin_atol: float
+) -> None:
+    """Compiled on five raw features f0..f4: probability and margin as the booster's, and every
+    kernel (batch, one row, fused reasons) giving the same probability."""
+    fast = FastModel.build(classifier, [(f"f{i}",) for i in range(5)], [f"f{i}" for i in range(5)])
+    proba, contributions = fast.score_batch(rows)
+    np.testing.assert_allclose(proba, classifier.predict_proba(rows), rtol=0, atol=proba_atol)
+    np.testing.assert_allclose(
+        fast.bias + contributions.sum(axis=1), raw_margin(classifier, rows), rtol=0, atol=margin_atol
+    )
+    assert all(fast.score_one(row)[0] == proba[i] for i, row in enumerate(rows[:100]))
+    np.testing.assert_array_equal(fast.score_reasons(rows)[0], proba)
+
+
 @pytest.mark.parametrize("zero_as_missing", [False, True])
 def test_lightgbm_missing_values_follow_the_booster(zero_as_missing: bool) -> None:
     x, y, test = missing_data(3)
@@ -302,15 +317,7 @@ def test_lightgbm_missing_values_follow_the_booster(zero_as_missing: bool) -> No
     dumped = str(classifier.booster.dump_model())
     assert ("'missing_type': 'Zero'" in dumped) is zero_as_missing
     assert "'missing_type': 'NaN'" in dumped or zero_as_missing
-    fast = FastModel.build(classifier, [(f"f{i}",) for i in range(5)], [f"f{i}" for i in range(5)])
-    rows = np.vstack([test, x[:400]])
-    proba, contributions = fast.score_batch(rows)
-    np.testing.assert_allclose(proba, classifier.predict_proba(rows), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(
-        fast.bias + contributions.sum(axis=1), raw_margin(classifier, rows), rtol=0, atol=1e-9
-    )
-    assert all(fast.score_one(row)[0] == proba[i] for i, row in enumerate(rows[:100]))
-    np.testing.assert_array_equal(fast.score_reasons(rows)[0], proba)
+    assert_follows_the_booster(classifier, np.vstack([test, x[:400]]), proba_atol=1e-9, margin_atol=1e-9)
 
 
 def test_xgboost_missing_values_follow_the_booster() -> None:
@@ -321,13 +328,7 @@ def test_xgboost_missing_values_follow_the_booster() -> None:
         num_boost_round=30,
     )
     classifier = XGBoostClassifier(booster=booster, best_iteration=20, n_features=5)
-    fast = FastModel.build(classifier, [(f"f{i}",) for i in range(5)], [f"f{i}" for i in range(5)])
-    rows = np.vstack([test, x[:400]])
-    proba, contributions = fast.score_batch(rows)
-    np.testing.assert_allclose(proba, classifier.predict_proba(rows), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(
-        fast.bias + contributions.sum(axis=1), raw_margin(classifier, rows), rtol=0, atol=1e-5
-    )
+    assert_follows_the_booster(classifier, np.vstack([test, x[:400]]), proba_atol=1e-6, margin_atol=1e-5)
 
 
 def test_float32_comparison_becomes_an_exact_double_threshold() -> None:

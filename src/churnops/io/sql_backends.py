@@ -32,6 +32,14 @@ class PoolLimits:
     statement_timeout_ms: int = 120_000  # PostgreSQL: any one statement, COPY included
     sqlite_lock_timeout_s: float = 30.0  # SQLite: wait for another writer's file lock
 
+    def pool_args(self) -> dict[str, Any]:
+        """The bounded QueuePool both backends use."""
+        return {
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.pool_timeout_s,
+        }
+
 
 class Backend(Protocol):
     """The database-specific part of a SQL store."""
@@ -132,9 +140,7 @@ class SqliteBackend:
             url,
             connect_args=connect_args,
             poolclass=QueuePool,
-            pool_size=limits.pool_size,
-            max_overflow=limits.max_overflow,
-            pool_timeout=limits.pool_timeout_s,
+            **limits.pool_args(),
         )
 
     def bulk_insert(
@@ -167,9 +173,7 @@ class PostgresBackend:
     def create_engine(self, url: sa.URL, limits: PoolLimits) -> sa.Engine:
         return sa.create_engine(
             url,
-            pool_size=limits.pool_size,
-            max_overflow=limits.max_overflow,
-            pool_timeout=limits.pool_timeout_s,
+            **limits.pool_args(),
             pool_pre_ping=True,  # a server restart must cost one reconnect, not one failed request
             connect_args=self._connect_args(url, limits),
         )

@@ -61,18 +61,20 @@ class ScoringModel:
 def load_scoring_model(
     settings: Settings, model: str | None, ref: str, cache: CompiledModelCache | None = None
 ) -> ScoringModel:
-    """NAME@alias or NAME/version, compiled: read from the cache, else from MLflow (then cached)."""
+    """NAME@alias or NAME/version, compiled: read from the cache, else from MLflow (then cached).
+    NAME is `model`, else CHURNOPS_MODEL_NAME, else the only registered model."""
     cache = cache or compiled_cache(settings)
     uri = settings.tracking_uri
+    requested = model or settings.model_name
     registry: MlflowRegistry | None = None
     try:
         lookup = lookup_for(uri)
-        name = choose_model_name(lookup.model_names(), model)
+        name = choose_model_name(lookup.model_names(), requested)
         record = lookup.version(name, ref)
     except LookupUnavailable as err:
         logger.debug("reading the registry through MLflow: %s", err)
         registry = _registry(settings)
-        name = registry.resolve_name(model)
+        name = registry.resolve_name(requested)
         record = registry.version_record(name, ref)
     if record is None:
         what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
