@@ -1,0 +1,37 @@
+"""Probes and Prometheus metrics (open routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from churnops.errors import NotReady
+from churnops.serving.deps import StateDep
+from churnops.serving.dto import ErrorResponse
+from churnops.serving.metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "live"}
+
+
+@router.get("/health/ready", responses={503: {"model": ErrorResponse}})
+async def ready(state: StateDep) -> dict[str, Any]:
+    """Ready when the champion is loaded and answers its golden requests."""
+    if not state.ready:
+        raise NotReady("the service is still starting")
+    checked = state.champion().check_golden()
+    return {"status": "ready", "model_version": state.champion().version, "golden_requests": checked}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text format, summed over every worker."""
+    state.refresh_gauges()
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

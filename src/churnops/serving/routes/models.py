@@ -1,0 +1,32 @@
+"""Models: champion, challenger, variants and the live slots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from churnops.io.registry import CHALLENGER
+from churnops.serving.deps import StateDep
+from churnops.serving.dto import ModelsResponse
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelsResponse)
+async def models(state: StateDep) -> dict[str, Any]:
+    """Champion, challenger, variants and the live serving slots."""
+    champion = state.slots.champion
+    challenger = state.slots.get(CHALLENGER)
+    return {
+        "model_name": state.model_name,
+        "champion": champion.version if champion else None,
+        "challenger": challenger.version if challenger else None,
+        "variants": list(state.settings.variants),
+        "slots": [slot.describe() for slot in state.slots.all()],
+        "online_store": {
+            "kind": state.features.kind,
+            "feature_set_version": state.feature_set_version,
+            **state.features.stats(),
+        },
+    }

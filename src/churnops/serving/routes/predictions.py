@@ -1,0 +1,42 @@
+"""Predictions: documented here, answered by the fast ASGI path (both call the same handlers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from churnops.serving.deps import StateDep
+from churnops.serving.dto import (
+    BatchRequestModel,
+    BatchResponseModel,
+    PredictRequestModel,
+    PredictResponseModel,
+)
+from churnops.serving.predict_api import handle_batch, handle_predict
+from churnops.serving.routes._common import ERRORS, body_schema, request_id
+
+router = APIRouter(tags=["predictions"])
+
+
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponseModel,
+    responses=ERRORS,
+    openapi_extra=body_schema(PredictRequestModel),
+)
+async def predict(request: Request, state: StateDep) -> Response:
+    """Churn probability, decision and top-3 reason codes for one customer."""
+    status, body = await handle_predict(state, await request.body(), request_id(request))
+    return Response(body, status, media_type="application/json")
+
+
+@router.post(
+    "/v1/predict/batch",
+    response_model=BatchResponseModel,
+    responses=ERRORS,
+    openapi_extra=body_schema(BatchRequestModel),
+)
+async def predict_batch(request: Request, state: StateDep) -> Response:
+    """Up to 10,000 predictions in one call, all on the same model version."""
+    status, body = await handle_batch(state, await request.body(), request_id(request))
+    return Response(body, status, media_type="application/json")
