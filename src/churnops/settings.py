@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from churnops.errors import ConfigError
 
+MIN_SECRET_BYTES = 32
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+.-]+://[^:/@]*:)(?P<secret>[^@]+)(?P<at>@)", re.I)
 
 
@@ -52,7 +53,28 @@ class Settings(BaseSettings):
     redis_port: int = 6379
 
     dask_scheduler_address: str | None = None
+
+    # -- secrets (embedded defaults: generated once into CHURNOPS_HOME/secrets.json, 0600) -------
     jwt_secret_key: SecretStr | None = None
+    pseudonym_key: SecretStr | None = Field(None, alias="CHURNOPS_PSEUDONYM_KEY")
+    ledger_key: SecretStr | None = Field(None, alias="CHURNOPS_LEDGER_KEY")  # master key
+    api_key_pepper: SecretStr | None = Field(None, alias="CHURNOPS_API_KEY_PEPPER")
+
+    # -- prediction ledger ----------------------------------------------------------------
+    audit_durability: Literal["async", "sync"] = Field("async", alias="CHURNOPS_AUDIT_DURABILITY")
+    audit_queue_size: int = Field(100_000, ge=100, alias="CHURNOPS_AUDIT_QUEUE_SIZE")
+    audit_flush_ms: int = Field(25, ge=1, le=100, alias="CHURNOPS_AUDIT_FLUSH_MS")
+    audit_checkpoint_seconds: float = Field(5.0, gt=0, le=10, alias="CHURNOPS_AUDIT_CHECKPOINT_SECONDS")
+
+    # -- access control ---------------------------------------------------------------------
+    auth: Literal["on", "off"] = Field("on", alias="CHURNOPS_AUTH")
+    rate_limit: str = Field("100/minute", alias="CHURNOPS_RATE_LIMIT")
+    replicas: int = Field(1, ge=1, alias="CHURNOPS_REPLICAS")  # local rate-limit share when Redis is down
+    jwt_jwks: Path | None = Field(None, alias="CHURNOPS_JWT_JWKS")
+    jwt_issuer: str | None = Field(None, alias="CHURNOPS_JWT_ISSUER")
+    jwt_audience: str | None = Field(None, alias="CHURNOPS_JWT_AUDIENCE")
+    docs: Literal["on", "off"] | None = Field(None, alias="CHURNOPS_DOCS")  # default: on outside production
+    metrics_port: int | None = Field(None, alias="CHURNOPS_METRICS_PORT")
 
     # -- serving ----------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", alias="CHURNOPS_HOST")
@@ -90,6 +112,15 @@ class Settings(BaseSettings):
         return self.home / "mlartifacts"
 
     @property
+    def sql_store_url(self) -> str:
+        """The SQL store (offline features, ledger, keys, change feed): PostgreSQL or SQLite."""
+        return self.offline_store_url
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.docs == "on" if self.docs is not None else self.app_env != "production"
+
+    @property
     def offline_store_url(self) -> str:
         """SQLAlchemy URL of the offline store: PostgreSQL when configured, else SQLite."""
         if self.database_url is not None:
@@ -120,21 +151,43 @@ class Settings(BaseSettings):
         return self.home
 
     def check_production(self) -> None:
-        """Refuse unsafe production settings, naming the missing one."""
+        """Refuse unsafe production settings, naming the first one at fault."""
         if self.app_env != "production":
             return
-        if self.jwt_secret_key is None:
-            raise ConfigError("APP_ENV=production requires JWT_SECRET_KEY")
-        if self.offline_store_url.startswith("sqlite"):
-            raise ConfigError(
-                "APP_ENV=production requires DATABASE_URL or POSTGRES_HOST (not embedded SQLite)"
+        problem = next((p for p in self._production_problems() if p), None)
+        if problem:
+            raise ConfigError(f"APP_ENV=production {problem}")
+
+    def _production_problems(self) -> list[str | None]:
+        short = [
+            f"requires {name} of at least {MIN_SECRET_BYTES} bytes (not generated)"
+            for name, value in (
+                ("CHURNOPS_PSEUDONYM_KEY", self.pseudonym_key),
+                ("CHURNOPS_LEDGER_KEY", self.ledger_key),
+                ("CHURNOPS_API_KEY_PEPPER", self.api_key_pepper),
             )
-        if self.online_store_url == "memory://":
-            raise ConfigError(
-                "APP_ENV=production requires REDIS_URL or REDIS_HOST (not the in-process store)"
-            )
-        if self.mlflow_tracking_uri is None:
-            raise ConfigError("APP_ENV=production requires MLFLOW_TRACKING_URI (not the embedded registry)")
+            if value is None or len(value.get_secret_value().encode()) < MIN_SECRET_BYTES
+        ]
+        jwt = self.jwt_secret_key
+        return [
+            "refuses CHURNOPS_AUTH=off" if self.auth == "off" else None,
+            "requires JWT_SECRET_KEY (or CHURNOPS_JWT_JWKS)"
+            if jwt is None and self.jwt_jwks is None
+            else None,
+            f"requires JWT_SECRET_KEY of at least {MIN_SECRET_BYTES} bytes"
+            if jwt is not None and len(jwt.get_secret_value().encode()) < MIN_SECRET_BYTES
+            else None,
+            *short,
+            "requires DATABASE_URL or POSTGRES_HOST (not embedded SQLite)"
+            if self.offline_store_url.startswith("sqlite")
+            else None,
+            "requires REDIS_URL or REDIS_HOST (not the in-process store)"
+            if self.online_store_url == "memory://"
+            else None,
+            "requires MLFLOW_TRACKING_URI (not the embedded registry)"
+            if self.mlflow_tracking_uri is None
+            else None,
+        ]
 
     def public_view(self) -> dict[str, Any]:
         """Every setting (lower-cased names) plus the resolved stores, with secrets masked."""

@@ -30,11 +30,20 @@ ENV_NAMES = (
     "REDIS_PORT",
     "DASK_SCHEDULER_ADDRESS",
     "JWT_SECRET_KEY",
+    "CHURNOPS_PSEUDONYM_KEY",
+    "CHURNOPS_LEDGER_KEY",
+    "CHURNOPS_API_KEY_PEPPER",
+    "CHURNOPS_AUTH",
+    "CHURNOPS_JWT_JWKS",
+    "CHURNOPS_DOCS",
 )
 
 PRODUCTION = {
     "APP_ENV": "production",
-    "JWT_SECRET_KEY": "jwt-s3cret-value",
+    "JWT_SECRET_KEY": "jwt-s3cret-value-of-at-least-32-bytes",
+    "CHURNOPS_PSEUDONYM_KEY": "pseudonym-key-of-at-least-32-bytes!",
+    "CHURNOPS_LEDGER_KEY": "ledger-master-key-of-at-least-32-bytes",
+    "CHURNOPS_API_KEY_PEPPER": "api-key-pepper-of-at-least-32-bytes!",
     "DATABASE_URL": "postgresql+psycopg://app:db-s3cret@db:5432/churnops",
     "REDIS_URL": "redis://:redis-s3cret@cache:6379/0",
     "MLFLOW_TRACKING_URI": "http://mlflow:5000",
@@ -217,6 +226,9 @@ def test_check_production_accepts_postgres_host_and_redis_host(env: pytest.Monke
         ("DATABASE_URL", "DATABASE_URL or POSTGRES_HOST"),
         ("REDIS_URL", "REDIS_URL or REDIS_HOST"),
         ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        ("CHURNOPS_PSEUDONYM_KEY", "CHURNOPS_PSEUDONYM_KEY"),
+        ("CHURNOPS_LEDGER_KEY", "CHURNOPS_LEDGER_KEY"),
+        ("CHURNOPS_API_KEY_PEPPER", "CHURNOPS_API_KEY_PEPPER"),
     ],
 )
 def test_check_production_names_the_missing_setting(
@@ -228,6 +240,36 @@ def test_check_production_names_the_missing_setting(
     with pytest.raises(ConfigError, match=named) as caught:
         settings.check_production()
     assert "APP_ENV=production" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("JWT_SECRET_KEY", "short", "JWT_SECRET_KEY of at least 32 bytes"),
+        ("CHURNOPS_LEDGER_KEY", "x" * 31, "CHURNOPS_LEDGER_KEY of at least 32 bytes"),
+        ("CHURNOPS_AUTH", "off", "CHURNOPS_AUTH=off"),
+    ],
+)
+def test_check_production_refuses_short_secrets_and_auth_off(
+    env: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    set_all(env, PRODUCTION | {name: value})
+    with pytest.raises(ConfigError, match=named):
+        Settings().check_production()
+
+
+def test_production_accepts_a_jwks_instead_of_a_jwt_secret(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    set_all(env, PRODUCTION | {"CHURNOPS_JWT_JWKS": str(tmp_path / "jwks.json")})
+    env.delenv("JWT_SECRET_KEY")
+    Settings().check_production()
+
+
+def test_docs_are_on_outside_production_and_opt_in_there(env: pytest.MonkeyPatch) -> None:
+    assert Settings().docs_enabled
+    set_all(env, PRODUCTION)
+    assert not Settings().docs_enabled
+    env.setenv("CHURNOPS_DOCS", "on")
+    assert Settings().docs_enabled
 
 
 def test_check_production_ignores_other_environments(env: pytest.MonkeyPatch) -> None:

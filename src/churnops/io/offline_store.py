@@ -26,6 +26,7 @@ from churnops.errors import ConfigError, NotFound
 from churnops.io.feature_frames import assemble, check_ids, check_no_clash, feature_records, label_rows
 from churnops.io.migrations import ensure_schema
 from churnops.io.sql_backends import Backend, PoolLimits, backend_for, normalize_url
+from churnops.io.sql_schema import feature_lineage, feature_metadata, feature_rows, feature_sets, metadata
 
 __all__ = [
     "DEPENDENCY_DOWN",
@@ -42,51 +43,6 @@ __all__ = [
     "upgrade",
 ]
 
-
-metadata = sa.MetaData()
-
-feature_sets = sa.Table(
-    "feature_sets",
-    metadata,
-    sa.Column("version", sa.String(80), primary_key=True),
-    sa.Column("spec_name", sa.String(80), nullable=False),
-    sa.Column("columns", sa.Text, nullable=False),  # JSON list of feature names
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-feature_rows = sa.Table(
-    "feature_rows",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("feature_set_version", sa.String(80), nullable=False),
-    sa.Column("entity_id", sa.String(128), nullable=False),
-    sa.Column("event_timestamp", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("values", sa.Text, nullable=False),
-    sa.Index("ix_feature_rows_entity_time", "feature_set_version", "entity_id", "event_timestamp"),
-)
-
-feature_metadata = sa.Table(
-    "feature_metadata",
-    metadata,
-    sa.Column("feature_set_version", sa.String(80), primary_key=True),
-    sa.Column("name", sa.String(128), primary_key=True),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("dtype", sa.String(32), nullable=False),
-    sa.Column("owner", sa.String(128), nullable=True),
-    sa.Column("privacy_level", sa.String(32), nullable=False),
-    sa.Column("is_pii", sa.Boolean, nullable=False),
-    sa.Column("source", sa.String(256), nullable=False),
-    sa.Column("transformation", sa.Text, nullable=False),
-)
-
-feature_lineage = sa.Table(
-    "feature_lineage",
-    metadata,
-    sa.Column("feature_set_version", sa.String(80), primary_key=True),
-    sa.Column("feature", sa.String(128), primary_key=True),
-    sa.Column("source_column", sa.String(128), primary_key=True),
-    sa.Column("source_dataset", sa.String(256), nullable=False),
-)
 
 # Per-connection scratch table for point-in-time joins; never part of the migrated schema.
 _labels = sa.Table(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from churnops.io.offline_store import metadata
+from churnops.io.sql_schema import metadata
 
 config = context.config
 target_metadata = metadata
