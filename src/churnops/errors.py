@@ -13,7 +13,9 @@ HTTP layer maps it to a status once.
     ├── NotFound             a requested entity (customer, model version) does not exist
     ├── InvalidRequest       an API payload breaks a rule (carries the field path)
     ├── PayloadTooLarge      a body or batch over its limit
-    └── NotReady             the service has no loaded, verified model yet
+    ├── NotReady             the service has no loaded, verified model yet
+    ├── AuditUnavailable     a prediction's ledger record cannot even be queued (503)
+    └── Conflict             contradicts what is recorded (409)
 """
 
 from __future__ import annotations
@@ -68,3 +70,12 @@ class PayloadTooLarge(ChurnopsError):
 
 class NotReady(ChurnopsError):
     """No verified model is loaded (yet)."""
+
+
+class AuditUnavailable(ChurnopsError):
+    """A record could not be queued for the ledger (database and spool both failing): the
+    prediction is refused rather than answered unaudited."""
+
+
+class Conflict(ChurnopsError):
+    """The request contradicts what is already recorded (e.g. a different label for a prediction)."""

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     api_key_pepper: SecretStr | None = Field(None, alias="CHURNOPS_API_KEY_PEPPER")
 
     # -- prediction ledger ----------------------------------------------------------------
+    audit: Literal["on", "off"] = Field("on", alias="CHURNOPS_AUDIT")  # off: benchmarks, never production
     audit_durability: Literal["async", "sync"] = Field("async", alias="CHURNOPS_AUDIT_DURABILITY")
     audit_queue_size: int = Field(100_000, ge=100, alias="CHURNOPS_AUDIT_QUEUE_SIZE")
     audit_flush_ms: int = Field(25, ge=1, le=100, alias="CHURNOPS_AUDIT_FLUSH_MS")
@@ -171,6 +172,7 @@ class Settings(BaseSettings):
         jwt = self.jwt_secret_key
         return [
             "refuses CHURNOPS_AUTH=off" if self.auth == "off" else None,
+            "refuses CHURNOPS_AUDIT=off" if self.audit == "off" else None,
             "requires JWT_SECRET_KEY (or CHURNOPS_JWT_JWKS)"
             if jwt is None and self.jwt_jwks is None
             else None,

@@ -54,6 +54,7 @@ def test_known_customer(client: TestClient, customers: pd.DataFrame, pipeline_ru
         "model",
         "reasons",
         "feature_source",
+        "prediction_id",
         "request_id",
     }
     assert body["customer_id"] == customer

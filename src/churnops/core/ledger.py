@@ -106,13 +106,20 @@ def payload_digest(payload: bytes | None) -> str | None:
     return None if payload is None else hashlib.sha256(payload).hexdigest()
 
 
+_PAYLOAD = FIELDS.index("payload")
+WRITER, SEQ, PREV, HASH = FIELDS.index("writer_id"), FIELDS.index("seq"), len(FIELDS) - 2, len(FIELDS) - 1
+
+
 def canonical(row: Mapping[str, Any]) -> bytes:
     """The bytes a record's hash covers: every stored field but the chain's own, in FIELDS order."""
-    values: list[Any] = [FORMAT]
-    for name in _HASHED:
-        value = row.get(name)
-        values.append(payload_digest(value) if name == "payload" else value)
-    return orjson.dumps(values)
+    return canonical_values([row.get(name) for name in _HASHED])
+
+
+def canonical_values(values: Sequence[Any]) -> bytes:
+    """`canonical` for a record given as values in FIELDS order (the writer's form)."""
+    hashed = list(values[: len(_HASHED)])
+    hashed[_PAYLOAD] = payload_digest(hashed[_PAYLOAD])
+    return orjson.dumps([FORMAT, *hashed])
 
 
 def chain_hash(prev_hash: str, canonical_bytes: bytes) -> str:
@@ -128,13 +135,18 @@ class Chain:
         self.head = head
 
     def link(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Stamp `row` with writer, seq, prev_hash and record_hash (in place) and advance the head."""
-        self.seq += 1
-        row["writer_id"] = self.writer_id
-        row["seq"] = self.seq
-        row["prev_hash"] = self.head
-        row["record_hash"] = self.head = chain_hash(self.head, canonical(row))
+        """Stamp a record given as a mapping with writer, seq and the chain hashes (in place)."""
+        values = [row.get(name) for name in FIELDS]
+        self.link_values(values)
+        row.update(zip(FIELDS, values, strict=True))
         return row
+
+    def link_values(self, values: list[Any]) -> list[Any]:
+        """Stamp a record given as values in FIELDS order (in place) and advance the head."""
+        self.seq += 1
+        values[WRITER], values[SEQ], values[PREV] = self.writer_id, self.seq, self.head
+        values[HASH] = self.head = chain_hash(self.head, canonical_values(values))
+        return values
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,17 @@ class OnlineStoreParams(BaseModel):
     ttl_seconds: int | None = Field(604_800, ge=1)  # 7 days
 
 
+class LedgerParams(BaseModel):
+    """The prediction ledger: data-key periods, payload retention, how labels join predictions."""
+
+    model_config = _FROZEN
+    key_epoch_days: int = Field(
+        7, ge=1
+    )  # one data key per customer and period: retention shreds whole periods
+    retention_days: int = Field(400, ge=1)  # `privacy purge` default: payloads older than this are shredded
+    label_window_days: int = Field(60, ge=1)  # a label by customer joins predictions this long before it
+
+
 class Params(BaseModel):
     """Everything params.yaml controls."""
 
@@ -165,6 +176,7 @@ class Params(BaseModel):
     evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
     business: BusinessParams = Field(default_factory=BusinessParams)
     online_store: OnlineStoreParams = Field(default_factory=OnlineStoreParams)
+    ledger: LedgerParams = Field(default_factory=LedgerParams)
 
 
 def parse_params(text: str, source: str = "params.yaml") -> Params:

@@ -12,7 +12,6 @@ All times are stored in UTC; naive datetimes are taken as UTC.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Generator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,9 +23,9 @@ import sqlalchemy as sa
 from churnops.core.spec import DatasetSpec
 from churnops.errors import ConfigError, NotFound
 from churnops.io.feature_frames import assemble, check_ids, check_no_clash, feature_records, label_rows
-from churnops.io.migrations import ensure_schema
-from churnops.io.sql_backends import Backend, PoolLimits, backend_for, normalize_url
+from churnops.io.sql_backends import PoolLimits, normalize_url
 from churnops.io.sql_schema import feature_lineage, feature_metadata, feature_rows, feature_sets, metadata
+from churnops.io.sql_store import SqlStore
 
 __all__ = [
     "DEPENDENCY_DOWN",
@@ -111,25 +110,22 @@ class SqlOfflineStore:
     """Offline store over a SQLAlchemy engine: COPY on PostgreSQL, chunked executemany on SQLite."""
 
     def __init__(self, url: str, chunk_rows: int = 50_000, limits: PoolLimits | None = None) -> None:
-        self.url = sa.make_url(normalize_url(url))
-        self.backend: Backend = backend_for(self.url)
-        self.engine = self.backend.create_engine(self.url, limits or PoolLimits())
+        self.sql = SqlStore(url, limits)
+        self.url, self.backend, self.engine = self.sql.url, self.sql.backend, self.sql.engine
         self.chunk_rows = chunk_rows
-        self._migrated = False
-        self._migrate_lock = threading.Lock()
 
     # -- schema and pool -----------------------------------------------------------
 
     def upgrade(self) -> str:
         """Bring the schema to the newest migration now; returns the head revision."""
-        return self._migrate()
+        return self.sql.upgrade()
 
     def pool_status(self) -> dict[str, int]:
         """Connection pool gauges for metrics: size, checked_out, overflow, checked_in."""
-        return self.backend.pool_status(self.engine)
+        return self.sql.pool_status()
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.sql.close()
 
     # -- writes ----------------------------------------------------------------------
 
@@ -280,15 +276,7 @@ class SqlOfflineStore:
 
     def _ready(self) -> sa.Engine:
         """The engine, once the schema is at head (migrated on first use)."""
-        if not self._migrated:
-            self._migrate()
-        return self.engine
-
-    def _migrate(self) -> str:
-        with self._migrate_lock:
-            revision = ensure_schema(self.engine)
-            self._migrated = True
-        return revision
+        return self.sql.ready()
 
     def _register_set(self, conn: sa.Connection, version: str, spec_name: str, columns: list[str]) -> None:
         # ON CONFLICT: two jobs writing a new version at once must both succeed, first one registers.

@@ -119,6 +119,10 @@ class InMemoryOnlineStore:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def entity_ids(self) -> list[str]:
+        """Every entity of every version (a snapshot: safe while requests read)."""
+        return list({entity for vectors in list(self._versions.values()) for entity in list(vectors)})
+
     def close(self) -> None:
         self._versions = {self.version: {}}
         self._vectors = self._versions[self.version]

@@ -130,6 +130,7 @@ customer_keys = sa.Table(
     metadata,
     sa.Column("subject", sa.String(32), primary_key=True),
     sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("writer_id", sa.String(32), primary_key=True),  # each writer wraps keys of its own
     sa.Column("wrapped", sa.LargeBinary, nullable=False),
     sa.Column("created_at_us", sa.BigInteger, nullable=False),
 )

@@ -23,10 +23,12 @@ from starlette.responses import Response
 from churnops import __version__
 from churnops.errors import ChurnopsError
 from churnops.serving.asgi import AccessLog, ASGIApp, FastRoutes, RequestContext
+from churnops.serving.change_handlers import follow_changes
 from churnops.serving.errors import error_body, error_response
 from churnops.serving.reload import watch_aliases
 from churnops.serving.routes import router
 from churnops.serving.state import ServiceState, build_state
+from churnops.serving.supervisor import Supervisor
 from churnops.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,17 +49,14 @@ def create_app(
         app.state.service = service
         await service.features.warm()
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(watch_aliases(service, stop), name="registry-watcher"),
-            asyncio.create_task(_housekeeping(service, access_log, stop), name="housekeeping"),
-        ]
+        service.supervisor = supervisor = start_background(service, access_log, stop)
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await supervisor.join()  # the ledger writer drains its queue into the database or the spool
             access_log.flush()
             service.metrics.publish()  # a last snapshot: counters outlive the worker
             await service.features.close()
@@ -91,15 +90,25 @@ def serving_app(settings: Settings, state: ServiceState | None = None) -> ASGIAp
     return RequestContext(FastRoutes(app, state_of), state_of, access_log)
 
 
+def start_background(service: ServiceState, access_log: AccessLog, stop: asyncio.Event) -> Supervisor:
+    """Every background task of a worker, supervised: a failure is logged, counted and restarted."""
+    supervisor = Supervisor(stop)
+    supervisor.start("registry-watcher", lambda stop: watch_aliases(service, stop))
+    supervisor.start("housekeeping", lambda stop: _housekeeping(service, access_log, stop))
+    if service.ledger is not None:
+        supervisor.start("ledger-writer", service.ledger.run)
+    if service.follower is not None:
+        follow_changes(service, service.follower)
+        supervisor.start("change-feed", service.follower.run)
+    return supervisor
+
+
 async def _housekeeping(service: ServiceState, access_log: AccessLog, stop: asyncio.Event) -> None:
     """Once a second, off the request path: publish metrics for other workers, write access logs."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
-        try:
-            await asyncio.to_thread(_publish, service, access_log)
-        except OSError as err:
-            logger.warning("metrics snapshot not written: %s", err)
+        await asyncio.to_thread(_publish, service, access_log)
 
 
 def _publish(service: ServiceState, access_log: AccessLog) -> None:

@@ -93,18 +93,34 @@ class RequestContext:
 
     def _record(self, scope: Scope, status: int, request_id: str, seconds: float) -> None:
         state = self.state_of()
-        route = scope.get("route_name") or scope["path"]
+        route = route_template(scope)
         if state is not None:
             state.metrics.observe_http(scope["method"], route, status)
         self.access_log.record(
             {
                 "method": scope["method"],
-                "path": scope["path"],
+                "route": route,
                 "status": status,
                 "ms": round(seconds * 1e3, 3),
                 "request_id": request_id,
             }
         )
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/v1/privacy/customers/{customer_id}`), never the raw path:
+    metric labels and log lines must not carry customer ids. Unmatched paths share one label."""
+    fast = scope.get("route_name")
+    if fast:
+        return str(fast)
+    route = scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
+
+
+def principal_id(scope: Scope) -> str | None:
+    """Who is calling, as the ledger records it (API key id or JWT subject), when authenticated."""
+    principal = scope.get("state", {}).get("principal")
+    return None if principal is None else getattr(principal, "ledger_id", None)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -141,7 +157,7 @@ class FastRoutes:
         except PayloadTooLarge as err:
             status, payload = error_response(err, request_id)
         else:
-            status, payload = await handler(state, body, request_id)
+            status, payload = await handler(state, body, request_id, principal_id(scope))
         await send_json(send, status, payload)
 
 

@@ -37,6 +37,9 @@ class PredictResponseModel(BaseModel):
     model: ModelRef
     reasons: list[Reason]
     feature_source: str = Field(description="online_store, request, or online_store+request")
+    prediction_id: str = Field(
+        description="Server-made UUIDv7 of the ledger record (send it back with /v1/feedback)."
+    )
     request_id: str
 
 

@@ -7,7 +7,9 @@ import logging
 import orjson
 
 from churnops.errors import (
+    AuditUnavailable,
     ChurnopsError,
+    Conflict,
     InvalidRequest,
     NotFound,
     NotReady,
@@ -44,6 +46,10 @@ def classify(err: BaseException) -> tuple[int, str, str, str | None]:
         return 404, "not_found", str(err), None
     if isinstance(err, NotReady | RegistryError):
         return 503, "not_ready", str(err), None
+    if isinstance(err, AuditUnavailable):
+        return 503, "audit_unavailable", str(err), None
+    if isinstance(err, Conflict):
+        return 409, "conflict", str(err), None
     if isinstance(err, ChurnopsError):
         return 400, "bad_request", str(err), None
     return 500, "internal_error", "internal error: the server log has the details under this request id", None

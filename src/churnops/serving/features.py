@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from churnops.core.breaker import CircuitBreaker
-from churnops.io.online_store import OnlineStore
+from churnops.io.online_store import InMemoryOnlineStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ class FeatureSource(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
+    def entity_ids(self) -> list[str]:
+        """Every customer id this process holds a vector of (for erasure by pseudonym)."""
+        ...
+
+    def forget(self, customer_ids: Sequence[str]) -> int:
+        """Drop these customers' vectors from every in-process copy (erasure)."""
+        ...
+
     async def warm(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -61,7 +69,7 @@ class EmbeddedFeatures:
 
     kind = "memory"
 
-    def __init__(self, store: OnlineStore) -> None:
+    def __init__(self, store: InMemoryOnlineStore) -> None:
         self.store = store
 
     async def get(self, customer_id: str) -> tuple[Mapping[str, Any] | None, str]:
@@ -69,6 +77,12 @@ class EmbeddedFeatures:
 
     def stats(self) -> dict[str, int]:
         return {"entities": len(self.store)}
+
+    def entity_ids(self) -> list[str]:
+        return self.store.entity_ids()
+
+    def forget(self, customer_ids: Sequence[str]) -> int:
+        return self.store.delete(customer_ids)
 
     async def warm(self) -> None:
         """Nothing to connect to."""
@@ -194,6 +208,17 @@ class RedisFeatures:
         if vector is not None:
             return vector, SOURCE_STALE
         return DEFAULT_VECTOR, SOURCE_DEFAULT
+
+    def entity_ids(self) -> list[str]:
+        return list({*list(self.cache), *list(self.stale)})  # list(dict): an atomic snapshot
+
+    def forget(self, customer_ids: Sequence[str]) -> int:
+        removed = 0
+        for customer in customer_ids:
+            removed += (self.cache.pop(customer, None) is not None) + (
+                self.stale.pop(customer, None) is not None
+            )
+        return removed
 
     def stats(self) -> dict[str, int]:
         return {

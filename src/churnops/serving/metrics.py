@@ -38,6 +38,11 @@ class ServiceMetrics:
         self.registry_errors = 0
         self.breakers: dict[str, int] = {}  # dependency -> 0 closed, 1 half-open, 2 open
         self.feature_store: dict[str, dict[str, int]] = {}  # kind -> stats (pool, cache, fallbacks)
+        self.model_load_failures = 0
+        # Set by refresh (off the hot path): ledger outcomes and gauges, background task health.
+        self.audit: dict[str, float] = {}  # outcome -> records; plus queue_depth, spool_bytes, write sums
+        self.tasks_up: dict[str, int] = {}
+        self.task_restarts: dict[str, int] = {}
 
     def observe_prediction(
         self, variant: str, version: str, source: str, seconds: float, outcome: str
@@ -59,15 +64,22 @@ class ServiceMetrics:
         self.model_info = dict.fromkeys(slots, 1)
 
     def snapshot(self) -> dict[str, Any]:
+        """A copy safe to format in another thread: `dict.copy()` is one C-level step, while
+        iterating a dict the event loop is adding keys to raises RuntimeError."""
+        latency = self.latency.copy()
         return {
-            "predictions": [[*k, v] for k, v in self.predictions.items()],
-            "latency": [[*k, v] for k, v in self.latency.items()],
-            "http": [[*k, v] for k, v in self.http.items()],
-            "model_info": [list(k) for k in self.model_info],
+            "predictions": [[*k, v] for k, v in self.predictions.copy().items()],
+            "latency": [[*k, list(v)] for k, v in latency.items()],
+            "http": [[*k, v] for k, v in self.http.copy().items()],
+            "model_info": [list(k) for k in self.model_info.copy()],
             "swaps": self.swaps,
             "registry_errors": self.registry_errors,
-            "breakers": self.breakers,
-            "feature_store": self.feature_store,
+            "model_load_failures": self.model_load_failures,
+            "breakers": self.breakers.copy(),
+            "feature_store": self.feature_store.copy(),
+            "audit": self.audit.copy(),
+            "tasks_up": self.tasks_up.copy(),
+            "task_restarts": self.task_restarts.copy(),
         }
 
     def publish(self) -> None:
@@ -172,6 +184,11 @@ def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
             worst[dependency] = max(worst.get(dependency, 0), state)
     for dependency, state in sorted(worst.items()):
         yield f'circuit_breaker_state{{dependency="{_escape(dependency)}"}} {state}\n'
+    yield "# HELP model_load_failures_total Model versions that failed to load (the verified one kept on).\n"
+    yield "# TYPE model_load_failures_total counter\n"
+    yield f"model_load_failures_total {sum(s.get('model_load_failures', 0) for s in snapshots)}\n"
+    yield from _render_audit(snapshots)
+    yield from _render_tasks(snapshots)
     yield "# HELP feature_store_stat Online feature store: pool use, cache, errors and fallbacks (summed).\n"
     yield "# TYPE feature_store_stat gauge\n"
     totals: dict[tuple[str, str], int] = {}
@@ -181,3 +198,47 @@ def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
                 totals[(kind, stat)] = totals.get((kind, stat), 0) + value
     for (kind, stat), value in sorted(totals.items()):
         yield f'feature_store_stat{{store="{_escape(kind)}",stat="{_escape(stat)}"}} {value}\n'
+
+
+AUDIT_OUTCOMES = ("written", "spooled", "replayed", "refused")
+
+
+def _render_audit(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    totals: dict[str, float] = {}
+    for snap in snapshots:
+        for name, value in snap.get("audit", {}).items():
+            totals[name] = totals.get(name, 0) + value
+    if not totals:
+        return
+    yield "# HELP audit_records_total Ledger records by outcome (written, spooled, replayed, refused).\n"
+    yield "# TYPE audit_records_total counter\n"
+    for outcome in AUDIT_OUTCOMES:
+        yield f'audit_records_total{{outcome="{outcome}"}} {totals.get(outcome, 0):g}\n'
+    yield "# HELP audit_queue_depth Ledger records waiting to be written (all workers).\n"
+    yield "# TYPE audit_queue_depth gauge\n"
+    yield f"audit_queue_depth {totals.get('queue_depth', 0):g}\n"
+    yield "# HELP audit_spool_bytes Bytes in the ledger spool files, waiting for the database.\n"
+    yield "# TYPE audit_spool_bytes gauge\n"
+    yield f"audit_spool_bytes {totals.get('spool_bytes', 0):g}\n"
+    yield "# HELP audit_write_seconds Time to store one batch of ledger records in the database.\n"
+    yield "# TYPE audit_write_seconds summary\n"
+    yield f"audit_write_seconds_sum {totals.get('write_seconds_sum', 0):.6f}\n"
+    yield f"audit_write_seconds_count {totals.get('writes', 0):g}\n"
+
+
+def _render_tasks(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    up: dict[str, int] = {}
+    restarts: dict[str, int] = {}
+    for snap in snapshots:
+        for task, value in snap.get("tasks_up", {}).items():
+            up[task] = min(up.get(task, 1), int(value))  # down in any worker is down
+        for task, value in snap.get("task_restarts", {}).items():
+            restarts[task] = restarts.get(task, 0) + int(value)
+    yield "# HELP background_task_up 1 while a background task runs in every worker, 0 when one is down.\n"
+    yield "# TYPE background_task_up gauge\n"
+    for task, value in sorted(up.items()):
+        yield f'background_task_up{{task="{_escape(task)}"}} {value}\n'
+    yield "# HELP background_task_restarts_total Restarts of background tasks after a failure.\n"
+    yield "# TYPE background_task_restarts_total counter\n"
+    for task, value in sorted(restarts.items()):
+        yield f'background_task_restarts_total{{task="{_escape(task)}"}} {value}\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from churnops.core.breaker import CircuitBreaker
 from churnops.errors import ChurnopsError
@@ -16,6 +17,7 @@ from churnops.serving.state import ServiceState, open_features
 logger = logging.getLogger(__name__)
 
 REGISTRY_TIMEOUT_S = 10.0
+LOAD_RETRY_S = 60.0  # a version that failed to load is tried again after this long
 
 
 async def watch_aliases(state: ServiceState, stop: asyncio.Event) -> None:
@@ -56,11 +58,21 @@ async def poll_once(state: ServiceState) -> int:
 
 
 async def _swap_in(state: ServiceState, alias: str, version: str, current: ModelSlot | None) -> int:
+    failed_at = state.failed_loads.get((alias, version))
+    if failed_at is not None and time.monotonic() - failed_at < LOAD_RETRY_S:
+        return 0  # this version failed to load moments ago: keep serving, retry later
     try:
         slot, features = await asyncio.to_thread(_load, state, alias, version)
-    except ChurnopsError as err:
-        logger.error("%s v%s not loaded, keeping v%s: %s", alias, version, current and current.version, err)
+    except Exception as err:  # any failure to load a version keeps the verified one serving
+        state.failed_loads[(alias, version)] = time.monotonic()
+        state.metrics.model_load_failures += 1
+        kept = current.version if current else "none"
+        if isinstance(err, ChurnopsError):
+            logger.error("%s v%s not loaded, keeping v%s: %s", alias, version, kept, err)
+        else:
+            logger.error("%s v%s not loaded, keeping v%s", alias, version, kept, exc_info=err)
         return 0
+    state.failed_loads.pop((alias, version), None)
     # No await between these assignments: requests see the old pair or the new pair, never a mix.
     if features is not None:
         old, state.features = state.features, features

@@ -78,13 +78,15 @@ def predict(
     customer_id: str,
     overrides: Mapping[str, Any] | None,
     request_id: str,
-) -> dict[str, Any]:
-    """One prediction in the response shape of DESIGN.md; `stored` is (vector, source) from the store."""
+    prediction_id: str,
+) -> tuple[dict[str, Any], Mapping[str, Any], list[tuple[str, float]]]:
+    """One prediction in the response shape of DESIGN.md, plus the vector it scored and its reasons
+    (what the ledger records); `stored` is (vector, source) from the store."""
     if overrides:
         rules.check(overrides)
     record, source = resolve_features(customer_id, stored[0], stored[1], overrides)
     probability, reasons = slot.score(record)
-    return {
+    response = {
         "customer_id": customer_id,
         "churn_probability": probability,
         "churn": probability >= slot.threshold,
@@ -92,5 +94,7 @@ def predict(
         "model": {"name": slot.model_name, "version": slot.version, "variant": slot.variant},
         "reasons": [{"feature": name, "contribution": value} for name, value in reasons],
         "feature_source": source,
+        "prediction_id": prediction_id,
         "request_id": request_id,
     }
+    return response, record, reasons

@@ -10,13 +10,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from churnops.core.breaker import CircuitBreaker
+from churnops.core.ledger import RecordIds
 from churnops.errors import NotReady
+from churnops.io.change_feed import ChangeFeed, open_change_feed
+from churnops.io.event_log import EventLog
 from churnops.io.online_store import InMemoryOnlineStore
 from churnops.io.registry import CHAMPION, MlflowRegistry
+from churnops.io.secrets import Secrets, load_secrets
+from churnops.serving.changes import ChangeFollower
 from churnops.serving.features import EmbeddedFeatures, FeatureSource, OfflineLookup, RedisFeatures
+from churnops.serving.ledger_writer import LedgerWriter, open_ledger
 from churnops.serving.metrics import ServiceMetrics
 from churnops.serving.scorer import FeatureRules
 from churnops.serving.slots import ModelSlot, SlotManager, build_slot
+from churnops.serving.supervisor import Supervisor
 from churnops.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,14 @@ class ServiceState:
     metrics: ServiceMetrics
     feature_set_version: str
     registry_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    ids: RecordIds = field(default_factory=RecordIds)  # prediction ids (UUIDv7)
+    keys: Secrets | None = None
+    ledger: LedgerWriter | None = None
+    events: EventLog | None = None
+    feed: ChangeFeed | None = None
+    follower: ChangeFollower | None = None
+    supervisor: Supervisor | None = None
+    failed_loads: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> when
     request_ids: Any = field(default_factory=lambda: itertools.count(1))
     id_prefix: str = field(default_factory=lambda: f"{os.getpid():x}{secrets.token_hex(3)}")
     ready: bool = False
@@ -59,6 +74,29 @@ class ServiceState:
             self.metrics.breakers["offline_store"] = int(offline.breaker.state)
         self.metrics.breakers["registry"] = int(self.registry_breaker.state)
         self.metrics.feature_store = {self.features.kind: self.features.stats()}
+        if self.ledger is not None:
+            counters = self.ledger.counters
+            self.metrics.audit = {
+                **counters.outcomes,
+                "queue_depth": self.ledger.depth(),
+                "spool_bytes": self.ledger.spool_bytes(),
+                "write_seconds_sum": counters.write_seconds_sum,
+                "writes": counters.writes,
+            }
+        if self.supervisor is not None:
+            self.metrics.tasks_up = self.supervisor.gauges()
+            self.metrics.task_restarts = self.supervisor.restarts()
+
+    def problems(self) -> list[str]:
+        """Why this worker is not ready, if it is not (readiness reports them)."""
+        found = [] if self.ready else ["the service is still starting"]
+        if self.supervisor is not None:
+            found += [f"background task {name} keeps failing" for name in self.supervisor.unhealthy()]
+        if self.ledger is not None and not self.ledger.healthy():
+            found.append(
+                "the prediction ledger cannot store records (database and spool failing, or queue full)"
+            )
+        return found
 
     def refresh_model_info(self) -> None:
         self.metrics.set_models(
@@ -75,8 +113,12 @@ def load_slot(registry: MlflowRegistry, model_name: str, alias: str) -> ModelSlo
 
 
 def build_state(settings: Settings, registry: MlflowRegistry | None = None) -> ServiceState:
-    """Resolve the model, load champion (+ variants), and fill the embedded online store."""
+    """Resolve the model, load champion (+ variants), fill the embedded online store, open the
+    ledger and the change feed."""
+    from churnops.io.datasets import load_params
 
+    feed = open_change_feed(settings.sql_store_url, settings.online_store_url)
+    start_id = _change_feed_position(feed)  # before loading: a change made meanwhile is still seen
     registry = registry or MlflowRegistry(
         settings.tracking_uri, settings.artifact_root, settings.experiment_name
     )
@@ -97,9 +139,29 @@ def build_state(settings: Settings, registry: MlflowRegistry | None = None) -> S
     metrics = ServiceMetrics(settings.metrics_dir)
     rules = FeatureRules(champion.bundle.spec)
     state = ServiceState(settings, registry, model_name, slots, features, rules, metrics, version)
+    state.keys = load_secrets(settings)
+    if settings.audit == "on":
+        state.ledger, state.events = open_ledger(
+            settings, state.keys, load_params(None).ledger.key_epoch_days
+        )
+    else:
+        logger.warning("CHURNOPS_AUDIT=off: predictions are NOT recorded in the ledger (never in production)")
+    state.feed, state.follower = feed, ChangeFollower(feed, start_id)
     state.refresh_model_info()
     state.ready = True
     return state
+
+
+def _change_feed_position(feed: ChangeFeed) -> int:
+    from churnops.io.offline_store import DEPENDENCY_DOWN
+
+    try:
+        return feed.latest_id()
+    except DEPENDENCY_DOWN as err:
+        logger.warning(
+            "change feed unreadable at start-up (%s): following from the start", type(err).__name__
+        )
+        return 0
 
 
 def latest_from_offline(settings: Settings, version: str) -> dict[str, dict[str, Any]]:

@@ -24,8 +24,9 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", responses={503: {"model": ErrorResponse}})
 async def ready(state: StateDep) -> dict[str, Any]:
     """Ready when the champion is loaded and answers its golden requests."""
-    if not state.ready:
-        raise NotReady("the service is still starting")
+    problems = state.problems()
+    if problems:
+        raise NotReady("; ".join(problems))
     checked = state.champion().check_golden()
     return {"status": "ready", "model_version": state.champion().version, "golden_requests": checked}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from churnops.serving.asgi import principal_id
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import (
     BatchRequestModel,
@@ -26,7 +27,9 @@ router = APIRouter(tags=["predictions"])
 )
 async def predict(request: Request, state: StateDep) -> Response:
     """Churn probability, decision and top-3 reason codes for one customer."""
-    status, body = await handle_predict(state, await request.body(), request_id(request))
+    status, body = await handle_predict(
+        state, await request.body(), request_id(request), principal_id(request.scope)
+    )
     return Response(body, status, media_type="application/json")
 
 
@@ -38,5 +41,7 @@ async def predict(request: Request, state: StateDep) -> Response:
 )
 async def predict_batch(request: Request, state: StateDep) -> Response:
     """Up to 10,000 predictions in one call, all on the same model version."""
-    status, body = await handle_batch(state, await request.body(), request_id(request))
+    status, body = await handle_batch(
+        state, await request.body(), request_id(request), principal_id(request.scope)
+    )
     return Response(body, status, media_type="application/json")

@@ -124,6 +124,7 @@ def _privacy() -> None:
         "customer_keys",
         sa.Column("subject", sa.String(32), primary_key=True),
         sa.Column("epoch", sa.Integer, primary_key=True),
+        sa.Column("writer_id", sa.String(32), primary_key=True),
         sa.Column("wrapped", sa.LargeBinary, nullable=False),
         sa.Column("created_at_us", sa.BigInteger, nullable=False),
     )

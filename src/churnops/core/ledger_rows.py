@@ -1,0 +1,159 @@
+"""Turn what a request answered into a stored ledger record: pseudonym, sealed vector, chain link.
+
+The hot path only builds a `Prediction` tuple; everything costly (the pseudonym's HMAC,
+canonical JSON, the keyed feature hash, AES-GCM, the chain's SHA-256) runs here in the
+background writer. Each writer process wraps data keys of its own for each customer and
+key period, so it never reads a key from the database on the write path and keeps
+working while the database is down (the wrapped keys travel with the records, into the
+database or the spool).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from churnops.core import envelope
+from churnops.core.ledger import (
+    EVENT,
+    FIELDS,
+    PREDICTION,
+    Chain,
+    feature_bytes,
+    feature_hash,
+    key_epoch,
+    pseudonym,
+)
+
+
+class Prediction(NamedTuple):
+    """One answered prediction as the hot path hands it over (no copies, no encoding)."""
+
+    prediction_id: str
+    at_us: int
+    request_id: str
+    customer_id: str
+    principal: str | None
+    model_name: str
+    model_version: str
+    variant: str
+    experiment: str | None
+    bucket: int | None
+    role: str
+    probability: float
+    decision: bool
+    threshold: float
+    reasons: Sequence[tuple[str, float]]
+    feature_source: str
+    features: Mapping[str, Any]
+
+
+class Sealer:
+    """Pseudonymises, seals and chains records for one writer."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        pseudonym_key: bytes,
+        feature_key: bytes,
+        wrapping_key: bytes,
+        epoch_days: int,
+        cache_max: int = 200_000,
+    ) -> None:
+        self.chain = chain
+        self.pseudonym_key = pseudonym_key
+        self.feature_key = feature_key
+        self.wrapping_key = wrapping_key
+        self.epoch_days = epoch_days
+        self.cache_max = cache_max
+        self._subjects: dict[str, str] = {}  # customer id -> pseudonym
+        # (pseudonym, epoch) -> this writer's data key. Never evicted within a period: a key made
+        # twice for one (customer, period, writer) would clash with the stored one. Periods older
+        # than the previous one are dropped as time moves on.
+        self._keys: dict[tuple[str, int], AESGCM] = {}
+        self._epoch = -1
+        self._new_keys: list[dict[str, Any]] = []
+
+    def subject(self, customer_id: str) -> str:
+        found = self._subjects.get(customer_id)
+        if found is None:
+            if len(self._subjects) >= self.cache_max:
+                self._subjects.clear()
+            found = self._subjects[customer_id] = pseudonym(self.pseudonym_key, customer_id)
+        return found
+
+    def prediction_row(self, p: Prediction) -> list[Any]:
+        subject = self.subject(p.customer_id)
+        vector = feature_bytes(p.features)
+        epoch = key_epoch(p.at_us, self.epoch_days)
+        aad = envelope.associated_data(subject, epoch)
+        payload = envelope.seal(self._data_key(subject, epoch, aad), vector, aad)
+        values = [
+            p.prediction_id, None, None, PREDICTION, p.at_us, p.request_id, subject, p.principal,
+            p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,
+            p.probability, p.decision, p.threshold, orjson.dumps(p.reasons).decode(), p.feature_source,
+            feature_hash(self.feature_key, vector), epoch, payload, None, None, None, None,
+        ]  # fmt: skip
+        return self.chain.link_values(values)
+
+    def event_row(
+        self,
+        record_id: str,
+        action: str,
+        details: Mapping[str, Any],
+        principal: str | None,
+        subject: str | None = None,
+        request_id: str | None = None,
+        at_us: int | None = None,
+    ) -> list[Any]:
+        """An admin, privacy or lifecycle action; `details` must hold no clear id or PII."""
+        values: list[Any] = [None] * len(FIELDS)
+        values[0], values[3], values[4] = record_id, EVENT, at_us or time.time_ns() // 1000
+        values[FIELDS.index("request_id")] = request_id
+        values[FIELDS.index("subject")] = subject
+        values[FIELDS.index("principal")] = principal
+        values[FIELDS.index("action")] = action
+        values[FIELDS.index("details")] = orjson.dumps(dict(details), option=orjson.OPT_SORT_KEYS).decode()
+        return self.chain.link_values(values)
+
+    def take_new_keys(self) -> list[dict[str, Any]]:
+        """Wrapped data keys made since the last call (stored with the batch that uses them)."""
+        keys, self._new_keys = self._new_keys, []
+        return keys
+
+    def forget(self, subject: str) -> None:
+        """Erasure: drop every cached key and id of this customer."""
+        # list(dict) is one C-level copy: safe while the writer thread adds entries.
+        for key in [k for k in list(self._keys) if k[0] == subject]:
+            self._keys.pop(key, None)
+        for customer, known in list(self._subjects.items()):
+            if known == subject:
+                self._subjects.pop(customer, None)
+
+    def forget_epochs_before(self, epoch: int) -> None:
+        """Retention: stop using keys of periods that were shredded."""
+        for key in [k for k in list(self._keys) if k[1] < epoch]:
+            self._keys.pop(key, None)
+
+    def _data_key(self, subject: str, epoch: int, aad: bytes) -> AESGCM:
+        found = self._keys.get((subject, epoch))
+        if found is None:
+            if epoch > self._epoch:
+                self._epoch = epoch
+                self.forget_epochs_before(epoch - 1)
+            raw = envelope.new_data_key()
+            self._new_keys.append(
+                {
+                    "subject": subject,
+                    "epoch": epoch,
+                    "writer_id": self.chain.writer_id,
+                    "wrapped": envelope.wrap_key(self.wrapping_key, raw, aad),
+                    "created_at_us": time.time_ns() // 1000,
+                }
+            )
+            found = self._keys[(subject, epoch)] = AESGCM(raw)
+        return found
