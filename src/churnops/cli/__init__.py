@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from churnops import __version__
-from churnops.cli import config, data, db, demo, features, models, pipeline, serving
+from churnops.cli import audit, config, data, db, demo, features, feedback, models, pipeline, privacy, serving
 from churnops.errors import ChurnopsError
 
 app = typer.Typer(
@@ -30,6 +30,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
 app.add_typer(features.app, name="features")
 app.add_typer(db.app, name="db")
+app.add_typer(feedback.app, name="feedback")
+app.add_typer(audit.app, name="audit")
+app.add_typer(privacy.app, name="privacy")
 serving.register(app)
 app.command()(demo.demo)
 

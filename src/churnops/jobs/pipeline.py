@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from churnops.core.params import Params
 from churnops.core.spec import DatasetSpec
 from churnops.io.offline_store import SqlOfflineStore, open_offline_store
@@ -42,6 +45,24 @@ def registry_for(settings: Settings) -> MlflowRegistry:
     return MlflowRegistry(settings.tracking_uri, settings.artifact_root, settings.experiment_name)
 
 
+def privacy_filter(settings: Settings) -> Callable[[pd.Series], Any] | None:
+    """Keep-mask over customer ids that leaves out opted-out and erased customers (None: nobody is)."""
+    from churnops.core.ledger import pseudonym
+    from churnops.io.secrets import load_secrets
+    from churnops.jobs.privacy import excluded_subjects
+
+    with offline_store(settings):  # creates the embedded home and database when missing
+        excluded = excluded_subjects(settings)
+    if not excluded:
+        return None
+    key = load_secrets(settings).pseudonym_key
+
+    def keep(ids: pd.Series) -> Any:
+        return np.fromiter((pseudonym(key, str(i)) not in excluded for i in ids), dtype=bool, count=len(ids))
+
+    return keep
+
+
 def run_stage(
     stage: str,
     workdir: Workdir,
@@ -57,7 +78,7 @@ def run_stage(
     if stage == "ingest":
         if data is None or spec is None:
             raise ValueError("ingest needs --data and --spec")
-        return ingest.ingest(data, spec, workdir)
+        return ingest.ingest(data, spec, workdir, privacy_filter(settings))
     if stage == "validate":
         return validate.validate(workdir, params.validation, settings.ensure_home())
     if stage == "featurize":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scalar = str | int | float | bool | None
 
@@ -83,3 +85,39 @@ class ModelsResponse(BaseModel):
     variants: list[str]
     slots: list[SlotModel]
     online_store: dict[str, object]
+
+
+class FeedbackRequest(BaseModel):
+    """A delayed label: for one prediction (`prediction_id`) or a customer's recent predictions."""
+
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: str | None = Field(None, min_length=36, max_length=36, examples=["0192f1c2-..."])
+    customer_id: str | None = Field(None, min_length=1, max_length=128)
+    churned: bool
+    observed_at: datetime | None = Field(None, description="When the outcome was observed (default: now).")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> FeedbackRequest:
+        if (self.prediction_id is None) == (self.customer_id is None):
+            raise ValueError("give exactly one of prediction_id or customer_id")
+        return self
+
+
+class FeedbackBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    labels: list[FeedbackRequest] = Field(min_length=1, max_length=10_000)
+
+
+class FeedbackResponse(BaseModel):
+    received: int
+    joined: int = Field(description="Predictions newly labelled.")
+    duplicates: int = Field(description="The same label again (idempotent).")
+    conflicts: int = Field(description="A different label for an already labelled prediction (unchanged).")
+    unmatched: int = Field(description="No prediction found for the id, or for the customer in the window.")
+    erased: int = Field(description="Labels for erased customers (not joined).")
+
+
+class PrivacyActionResponse(BaseModel):
+    subject: str = Field(description="The customer's pseudonym (what the ledger holds).")
+    event_id: str | None = None
+    details: dict[str, object] = Field(default_factory=dict)

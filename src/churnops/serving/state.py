@@ -14,9 +14,11 @@ from churnops.core.ledger import RecordIds
 from churnops.errors import NotReady
 from churnops.io.change_feed import ChangeFeed, open_change_feed
 from churnops.io.event_log import EventLog
+from churnops.io.feedback_store import FeedbackStore
 from churnops.io.online_store import InMemoryOnlineStore
 from churnops.io.registry import CHAMPION, MlflowRegistry
 from churnops.io.secrets import Secrets, load_secrets
+from churnops.jobs.privacy import Privacy
 from churnops.serving.changes import ChangeFollower
 from churnops.serving.features import EmbeddedFeatures, FeatureSource, OfflineLookup, RedisFeatures
 from churnops.serving.ledger_writer import LedgerWriter, open_ledger
@@ -50,6 +52,7 @@ class ServiceState:
     follower: ChangeFollower | None = None
     supervisor: Supervisor | None = None
     failed_loads: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> when
+    label_window_days: int = 60
     request_ids: Any = field(default_factory=lambda: itertools.count(1))
     id_prefix: str = field(default_factory=lambda: f"{os.getpid():x}{secrets.token_hex(3)}")
     ready: bool = False
@@ -86,6 +89,23 @@ class ServiceState:
         if self.supervisor is not None:
             self.metrics.tasks_up = self.supervisor.gauges()
             self.metrics.task_restarts = self.supervisor.restarts()
+
+    def require_keys(self) -> Secrets:
+        if self.keys is None:
+            raise NotReady("the service's secrets are not loaded yet")
+        return self.keys
+
+    def feedback_store(self) -> FeedbackStore:
+        if self.events is None:
+            raise NotReady("the prediction ledger is off (CHURNOPS_AUDIT=off): no labels can be joined")
+        return FeedbackStore(self.events.store)
+
+    def privacy(self) -> Privacy:
+        """The stores a privacy request works on: this worker's ledger connection and event log."""
+        if self.events is None or self.keys is None:
+            raise NotReady("the prediction ledger is off (CHURNOPS_AUDIT=off): privacy requests need it")
+        store = self.events.store
+        return Privacy(self.settings, store.store, store, FeedbackStore(store), self.events, self.keys)
 
     def problems(self) -> list[str]:
         """Why this worker is not ready, if it is not (readiness reports them)."""

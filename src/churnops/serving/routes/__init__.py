@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from churnops.serving.routes import health, models, predictions
+from churnops.serving.routes import feedback, health, models, predictions, privacy
 
 router = APIRouter()
-for module in (predictions, models, health):
+for module in (predictions, feedback, models, privacy, health):
     router.include_router(module.router)
