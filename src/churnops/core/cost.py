@@ -78,8 +78,10 @@ class WorkerUsage:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkerUsage:
         try:
-            variants = {str(k): VariantUsage(int(v["predictions"]), float(v["request_cpu_seconds"]))
-                        for k, v in data["variants"].items()}  # fmt: skip
+            variants = {
+                str(name): VariantUsage(int(v["predictions"]), float(v["request_cpu_seconds"]))
+                for name, v in data["variants"].items()
+            }
             return cls(
                 wall_seconds=float(data["wall_seconds"]),
                 process_cpu_seconds=float(data["process_cpu_seconds"]),
