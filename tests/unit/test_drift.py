@@ -183,6 +183,14 @@ def test_clean_traffic_is_ok(profile: ReferenceProfile) -> None:
     assert report.drifted_share == 0.0
 
 
+def test_psi_noise_is_what_clean_windows_show(profile: ReferenceProfile) -> None:
+    ratios = []
+    for seed in range(5):
+        report = drift_report(profile, window_of(profile, generate_customers(3_000, seed=300 + seed)))
+        ratios += [f.psi / f.psi_noise for f in report.features]
+    assert 0.6 < float(np.mean(ratios)) < 1.6
+
+
 def test_a_new_category_raises_the_unseen_alert(profile: ReferenceProfile) -> None:
     report = drift_report(
         profile, window_of(profile, generate_customers(5_000, seed=202, drift="new_segment"))

@@ -14,6 +14,7 @@ from churnops.core.performance import (
     DAY,
     LabelledPredictions,
     PerformanceParams,
+    calibration_check,
     cohort_starts,
     estimate,
     performance_report,
@@ -207,6 +208,18 @@ def test_calibrated_probabilities_give_a_reliable_estimate() -> None:
     assert all(c.estimate_reliable is True for c in report.cohorts)
     for cohort in report.cohorts:
         assert abs(cohort.estimated["roc_auc"] - cohort.realised["roc_auc"].value) < 0.03
+
+
+def test_the_check_rarely_flags_calibrated_probabilities_at_its_minimum_sample() -> None:
+    params = PerformanceParams(calibration_min_labels=1_000)
+    flagged = 0
+    for seed in range(100):
+        rows, _ = traffic(1_200, days=1, seed=seed)
+        starts = cohort_starts(rows.predicted_at, "day")
+        check = calibration_check(rows, starts, T0 + 60 * DAY, params)
+        assert check.reliable is not None
+        flagged += check.reliable is False
+    assert flagged <= 5
 
 
 def test_miscalibrated_probabilities_flag_the_estimate() -> None:

@@ -15,9 +15,12 @@ window sizes. Both are computed on the profile's bins (see drift_profile):
 
 The missing bucket is one of each feature's bins, so a field that stops arriving moves
 its PSI; missing and unseen shares are reported beside it, and an unseen share above
-`unseen_warn`/`unseen_alert` flags the feature on its own. Sampling noise of PSI is about
-(bins - 1) / n, i.e. ~0.005 at n = 2,000 with 10 bins, far below the 0.1 warning; below
-`min_window` predictions nothing is judged.
+`unseen_warn`/`unseen_alert` flags the feature on its own. With no drift at all, PSI is
+still about (k - 1) * (1/n + 1/N) for k filled bins, n window and N training rows (it is
+chi-square / n for small differences): ~0.005 at n = 2,000 with 10 bins, far below the
+0.1 warning. Each feature reports that figure as `psi_noise`; a feature with many rare
+categories needs a larger window (its noise grows with k). Below `min_window`
+predictions nothing is judged.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from churnops.core.drift_profile import TOTAL_INDEX, CategoricalShares, ReferenceProfile
+from churnops.core.drift_profile import TOTAL_INDEX, CategoricalShares, NumericalBins, ReferenceProfile
 from churnops.core.windows import check_name, json_ready
 from churnops.errors import DataError
 
@@ -91,6 +94,7 @@ class FeatureDrift:
     kind: str
     psi: float
     js_distance: float
+    psi_noise: float  # what PSI is expected to be with no drift at all, at this window size
     missing_share: float
     reference_missing_share: float
     unseen_share: float | None
@@ -183,7 +187,11 @@ def drift_report(
 
 
 def _feature_drift(
-    feature: Any, reference: NDArray[np.int64], window: NDArray[np.int64], params: DriftParams, judged: bool
+    feature: NumericalBins | CategoricalShares,
+    reference: NDArray[np.int64],
+    window: NDArray[np.int64],
+    params: DriftParams,
+    judged: bool,
 ) -> FeatureDrift:
     n, n_ref = int(window.sum()), int(reference.sum())
     value_psi = psi(reference, window, params.smoothing)
@@ -208,6 +216,7 @@ def _feature_drift(
         kind=feature.kind,
         psi=value_psi,
         js_distance=js_distance(reference, window),
+        psi_noise=_psi_noise(reference, window),
         missing_share=missing,
         reference_missing_share=_share(reference[-1], n_ref),
         unseen_share=unseen,
@@ -233,6 +242,14 @@ def _overall(
         return "ok", f"no drift in {n} predictions"
     names = ", ".join(flagged)
     return worst, f"{worst}: {names} drifted ({drifted:.0%} of features) in {n} predictions"
+
+
+def _psi_noise(reference: NDArray[np.int64], window: NDArray[np.int64]) -> float:
+    n, n_ref = int(window.sum()), int(reference.sum())
+    if n == 0 or n_ref == 0:
+        return math.nan
+    filled = int(np.count_nonzero((reference > 0) | (window > 0)))
+    return max(filled - 1, 0) * (1.0 / n + 1.0 / n_ref)
 
 
 def _psi_status(value: float, params: DriftParams) -> Status:

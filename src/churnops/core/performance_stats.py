@@ -124,6 +124,17 @@ def expected_auc(p: FloatArray) -> float:
     return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
+def expected_ece(p: FloatArray, n_bins: int) -> float:
+    """The ECE perfectly calibrated labels show by chance: per bin E|sum(y - p)| / n, taken as
+    sqrt(2 / pi) x its standard deviation sqrt(sum p (1 - p)) (normal approximation)."""
+    if p.size == 0:
+        return math.nan
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.searchsorted(edges[1:-1], p, side="right")
+    variance = np.bincount(index, weights=p * (1.0 - p), minlength=n_bins)
+    return float(math.sqrt(2.0 / math.pi) * np.sqrt(variance).sum() / p.size)
+
+
 def expected_confusion(p: FloatArray, decision: BoolArray) -> tuple[float, float, float, float]:
     """Expected (TP, FP, FN, TN) at the served decisions if the probabilities are calibrated."""
     contacted, passed = p[decision], p[~decision]
