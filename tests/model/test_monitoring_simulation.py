@@ -214,8 +214,9 @@ def test_concept_drift_makes_the_calibration_check_flag_the_estimate_once_labels
     )
     params = PerformanceParams(label_window_days=30)
     before = performance_report(rows, now=T0 + 40.5 * DAY, params=params)  # only clean cohorts matured
-    after = performance_report(rows, now=T0 + 50.5 * DAY, params=params)  # the drifted ones too
-    drifted = [c for c in after.cohorts if c.start >= T0 + 10 * DAY]
+    after = performance_report(rows, now=T0 + 41.5 * DAY, params=params)  # the first drifted one too
+    late = performance_report(rows, now=T0 + 60 * DAY, params=params)
+    drifted = [c for c in late.cohorts if c.start >= T0 + 10 * DAY]
     gaps = [round(c.estimated["roc_auc"] - c.realised["roc_auc"].value, 3) for c in drifted]
     print(f"\nbefore drifted labels matured: {before.calibration[0]}")
     print(f"after: {after.calibration[0]}")
@@ -226,3 +227,4 @@ def test_concept_drift_makes_the_calibration_check_flag_the_estimate_once_labels
     assert any("estimated AUC" in r for r in check.reasons)
     assert all(c.estimate_reliable is False for c in after.cohorts)
     assert min(gaps) > 0.02
+    assert late.calibration[0].reliable is False

@@ -204,10 +204,24 @@ def test_calibrated_probabilities_give_a_reliable_estimate() -> None:
     report = performance_report(rows, now=T0 + 60 * DAY)
     (check,) = report.calibration
     assert check.reliable is True, check.reasons
-    assert check.cohorts == 7
+    assert check.cohorts == 1  # the newest matured day alone has 4,000 labels
     assert all(c.estimate_reliable is True for c in report.cohorts)
     for cohort in report.cohorts:
         assert abs(cohort.estimated["roc_auc"] - cohort.realised["roc_auc"].value) < 0.03
+
+
+def test_quiet_traffic_pools_several_matured_cohorts() -> None:
+    rows, _ = traffic(4_000, days=10)  # ~400 labels a day
+    check = performance_report(
+        rows, now=T0 + 60 * DAY, params=PerformanceParams(calibration_min_labels=2_000)
+    ).calibration[0]
+    assert check.cohorts in (5, 6)  # ~400 labels a day
+    assert check.n_labelled >= 2_000
+    capped = performance_report(
+        rows, now=T0 + 60 * DAY, params=PerformanceParams(calibration_cohorts=3)
+    ).calibration[0]
+    assert capped.cohorts == 3
+    assert capped.reliable is None  # 1,200 labels < 2,000
 
 
 def test_the_check_rarely_flags_calibrated_probabilities_at_its_minimum_sample() -> None:

@@ -13,10 +13,11 @@ week they were made in). For each cohort:
   mechanism does not change (concept drift breaks both).
 
 So the estimate is checked: per version and variant, the labelled predictions of the latest
-matured cohorts are pooled, and the estimate is flagged unreliable when the observed churn
-rate is off the mean probability, the ECE is high, or the estimated AUC misses the realised
-one, each by more than its tolerance plus sampling noise (z x standard error for the rate
-and the AUC; for the ECE, the ECE that perfectly calibrated labels would show by chance).
+matured cohorts are pooled (newest first, until there are enough labels), and the estimate
+is flagged unreliable when the observed churn rate is off the mean probability, the ECE is
+high, or the estimated AUC misses the realised one, each by more than its tolerance plus
+sampling noise (z x standard error for the rate and the AUC; for the ECE, the ECE that
+perfectly calibrated labels would show by chance).
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ class PerformanceParams(BaseModel):
     min_labels: int = Field(200, ge=1)  # fewer labels in a cohort: no realised metrics
     confidence: float = Field(0.95, gt=0, lt=1)
     calibration_bins: int = Field(10, ge=2)
-    calibration_cohorts: int = Field(7, ge=1)  # latest matured cohorts the calibration check pools
-    calibration_min_labels: int = Field(1000, ge=1)
+    # The calibration check pools the latest matured cohorts until it has `calibration_min_labels`
+    # labels, taking at most `calibration_cohorts` of them: one cohort on busy traffic, so a change
+    # shows the day its first cohort matures; several on quiet traffic.
+    calibration_cohorts: int = Field(7, ge=1)
+    calibration_min_labels: int = Field(2000, ge=1)
     mean_gap_tolerance: float = Field(0.02, ge=0)  # |observed churn rate - mean probability|
     ece_tolerance: float = Field(0.05, ge=0)
     auc_gap_tolerance: float = Field(0.02, ge=0)  # |estimated AUC - realised AUC|
@@ -254,11 +258,9 @@ def calibration_check(
     variant: str = "",
 ) -> CalibrationCheck:
     """Pool the known labels of the latest matured cohorts and compare them with the probabilities."""
-    length = _cohort_length(params.cohort)
-    matured = np.unique(starts[starts + length + params.label_window_days * DAY <= now])[
-        -params.calibration_cohorts :
-    ]
-    pooled = group.take(np.flatnonzero(np.isin(starts, matured) & _known(group, now)))
+    known = _known(group, now)
+    matured = _latest_matured(starts[known], now, params)
+    pooled = group.take(np.flatnonzero(np.isin(starts, matured) & known))
     n = len(pooled)
     if n < params.calibration_min_labels:
         reason = f"unchecked: {n} labels in matured cohorts < min {params.calibration_min_labels}"
@@ -290,6 +292,20 @@ def calibration_check(
         estimated,
         realised,
     )
+
+
+def _latest_matured(labelled_starts: FloatArray, now: float, params: PerformanceParams) -> FloatArray:
+    """Starts of the newest matured cohorts that together hold enough labels (at most calibration_cohorts)."""
+    horizon = _cohort_length(params.cohort) + params.label_window_days * DAY
+    starts, counts = np.unique(labelled_starts[labelled_starts + horizon <= now], return_counts=True)
+    chosen: list[float] = []
+    total = 0
+    for start, count in zip(starts[::-1].tolist(), counts[::-1].tolist(), strict=True):
+        if len(chosen) == params.calibration_cohorts or total >= params.calibration_min_labels:
+            break
+        chosen.append(start)
+        total += count
+    return np.asarray(chosen, dtype=np.float64)
 
 
 def estimate(p: FloatArray, decision: BoolArray, business: BusinessParams) -> dict[str, float]:
