@@ -238,6 +238,32 @@ def test_an_empty_window_says_not_enough_data(profile: ReferenceProfile) -> None
     json.dumps(report.to_dict(), allow_nan=False)
 
 
+def test_an_empty_frame_is_an_empty_window(profile: ReferenceProfile, training: pd.DataFrame) -> None:
+    counts = frame_counts(profile, training.head(0), [])
+    assert drift_report(profile, counts).status == "no_data"
+
+
+def test_monitoring_params_parse_from_yaml_with_defaults() -> None:
+    import yaml
+
+    from churnops.core.monitoring_params import MonitoringParams
+
+    text = """
+    drift: {psi_alert: 0.3, min_window: 2000}
+    cost: {prices: {vcpu_hour_usd: 0.04, gb_hour_usd: 0.005}}
+    """
+    params = MonitoringParams.model_validate(yaml.safe_load(text))
+    assert params.drift.psi_alert == 0.3
+    assert params.drift.psi_warn == 0.1
+    assert params.cost.prices is not None
+    assert params.cost.prices.replica_hour_usd == 0.0
+    assert params.performance.label_window_days == 30
+    assert params.profile.numeric_bins == 10
+    assert MonitoringParams().cost.prices is None
+    with pytest.raises(ValueError, match="psi_alrt"):
+        MonitoringParams.model_validate({"drift": {"psi_alrt": 0.3}})
+
+
 def test_counts_of_another_layout_are_refused(profile: ReferenceProfile) -> None:
     with pytest.raises(DataError, match="another model version"):
         drift_report(profile, np.zeros(profile.layout().size + 1, dtype=np.int64))

@@ -178,6 +178,22 @@ def test_too_few_labels_means_no_realised_metrics() -> None:
     assert all("roc_auc" in c.estimated for c in report.cohorts)
 
 
+def test_a_cohort_with_one_class_has_no_auc_but_answers() -> None:
+    rows = LabelledPredictions.of(
+        probability=np.full(300, 0.2), predicted_at=np.full(300, T0), label=np.zeros(300), threshold=0.5
+    )
+    report = performance_report(rows, now=T0 + 60 * DAY)
+    (cohort,) = report.cohorts
+    assert math.isnan(cohort.realised["roc_auc"].value)
+    assert cohort.realised["recall"].value == 0.0
+    assert (
+        json.loads(json.dumps(report.to_dict(), allow_nan=False))["cohorts"][0]["realised"]["roc_auc"][
+            "value"
+        ]
+        is None
+    )
+
+
 def test_groups_by_version_and_variant() -> None:
     rows, _ = traffic(6_000, days=1)
     variant = np.where(np.arange(6_000) % 3 == 0, "challenger", "champion")
