@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from churnops.core.drift_accumulator import DriftAccumulator, merge
+from churnops.core.drift_accumulator import DriftAccumulator, decode_counts, encode_counts, merge
 from churnops.core.drift_profile import CategoricalShares, ReferenceProfile, build_profile, frame_counts
 from churnops.core.spec import DatasetSpec
 from churnops.core.synthetic import generate_customers
@@ -178,6 +178,15 @@ def test_snapshot_starts_a_new_window_and_windows_merge(profile: ReferenceProfil
         everything.add(record, 0.2)
     np.testing.assert_array_equal(merge(first, second), everything.snapshot_and_reset())
     assert first.dtype == np.int64
+
+
+def test_counts_round_trip_through_bytes(profile: ReferenceProfile) -> None:
+    accumulator = DriftAccumulator(profile)
+    accumulator.add({"age": 30, "region": "North"}, 0.4)
+    counts = accumulator.snapshot_and_reset()
+    np.testing.assert_array_equal(decode_counts(encode_counts(counts), accumulator.size), counts)
+    with pytest.raises(DataError, match="another layout"):
+        decode_counts(encode_counts(counts), accumulator.size + 1)
 
 
 def test_merge_refuses_other_layouts_and_nothing(profile: ReferenceProfile) -> None:

@@ -8,14 +8,20 @@ on it are several times cheaper than numpy scalar indexing); no object outlives 
 A numerical value is binned with `bisect_right` on the profile's edges after `to_float`
 semantics (unparseable or non-finite is missing); a categorical value is looked up in one
 dict of category key -> bin, with the transformer's `category_key` rule for anything that
-is not already a string.
+is not already a string. Cost: ~3.3 us per call for the 16 synthetic features in CPython
+3.11 on the 2-core dev box (the scorer's transform_one is ~6.5 us). A numba kernel does not
+pay here: a call costs ~0.3 us before any work, and the values still have to be read out
+of the dict in Python (measured 1.3 us against 1.4-1.7 us for the six numerical features).
 
 Windows rotate by swapping the buffer: `snapshot_and_reset()` hands back the counts so far
 as an int64 numpy vector (the profile's `ProfileLayout`) and starts a fresh one. Vectors
 from any number of workers and replicas add up (`merge`) as long as they share the
-profile's fingerprint. `add` and `snapshot_and_reset` are meant to run on one thread (the
-worker's event loop); from another thread, the increment of a request in flight at the
-swap may land in the old vector after it was read.
+profile's fingerprint; `encode_counts`/`decode_counts` give them a fixed byte form
+(little-endian int64) for the SQL store or Redis.
+
+`add` and `snapshot_and_reset` are meant to run on one thread (the worker's event loop);
+from another thread, the increment of a request in flight at the swap may land in the old
+vector after it was read.
 """
 
 from __future__ import annotations
@@ -108,6 +114,18 @@ def merge(*vectors: Counts) -> Counts:
     for vector in vectors:
         total += np.asarray(vector, dtype=np.int64)
     return total
+
+
+def encode_counts(counts: Counts) -> bytes:
+    """A counts vector as little-endian int64 bytes."""
+    return np.asarray(counts, dtype="<i8").tobytes()
+
+
+def decode_counts(data: bytes, size: int) -> Counts:
+    """The vector `encode_counts` wrote; DataError when it does not hold `size` counts."""
+    if len(data) != 8 * size:
+        raise DataError(f"drift counts: {len(data)} bytes do not hold {size} int64 counts (another layout?)")
+    return np.frombuffer(data, dtype="<i8").astype(np.int64)
 
 
 def _categorical_plan(feature: CategoricalShares, start: int) -> _CategoricalPlan:
