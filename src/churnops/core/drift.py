@@ -49,9 +49,8 @@ class DriftParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     psi_warn: float = Field(0.1, gt=0)
     psi_alert: float = Field(0.25, gt=0)
-    unseen_warn: float = Field(
-        0.01, gt=0, le=1
-    )  # share of a window's values in categories training never had
+    # share of a window's values in categories training never had
+    unseen_warn: float = Field(0.01, gt=0, le=1)
     unseen_alert: float = Field(0.05, gt=0, le=1)
     drifted_share_alert: float = Field(0.5, gt=0, le=1)  # share of features at warn or worse that alerts
     min_window: int = Field(1000, ge=1)  # fewer predictions than this: not judged

@@ -196,9 +196,10 @@ class PerformanceReport:
         check_name(name, known, f"{kind} metric", "metric")
         rows = []
         for c in self.cohorts:
-            value = c.realised[name].value if kind == "realised" and name in c.realised else math.nan
             if kind == "estimated":
                 value = c.estimated.get(name, math.nan)
+            else:
+                value = c.realised[name].value if name in c.realised else math.nan
             rows.append((c.version, c.variant, c.start_date, value))
         return rows
 
