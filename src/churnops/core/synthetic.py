@@ -6,7 +6,9 @@ The churn label is a Bernoulli draw from `churn_probability(frame)`, a determini
 function of the observed columns only, so a perfect model could recover it: the
 side column `true_churn_probability` gives the oracle AUC a trained model is judged
 against. Drift scenarios change the population before the label is drawn; the
-label always follows the same, consistent probability.
+label always follows the same, consistent probability. The concept-drift scenario
+(CONCEPT_DRIFT_SCENARIOS) is the opposite: the same customers, drawn exactly as on
+clean data, churn by a different mechanism (`concept_drift_probability`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import pandas as pd
 from numpy.typing import NDArray
 
 DRIFT_SCENARIOS: tuple[str, ...] = ("price_increase", "encoding_change", "new_segment")
+# Same features, another churn mechanism: kept apart because `churn_probability` no longer holds.
+CONCEPT_DRIFT_SCENARIOS: tuple[str, ...] = ("concept_drift",)
 
 # The allowed values on clean data, i.e. the reference for validation. Yes/No columns list
 # "No" first so that a boolean drawn with numpy indexes its label directly.
@@ -66,7 +70,8 @@ def generate_customers(rows: int, seed: int, drift: str | None = None) -> pd.Dat
 
     Columns are those of specs/synthetic.yaml in spec order, plus `true_churn_probability`,
     the probability each `churn` label was drawn from. With `drift` (one of
-    DRIFT_SCENARIOS) the same customers are drawn, then changed before labelling.
+    DRIFT_SCENARIOS) the same customers are drawn, then changed before labelling; with
+    "concept_drift" the same customers are labelled by `concept_drift_probability`.
     """
     _check_arguments(rows, seed, drift)
     rng = np.random.default_rng(seed)
@@ -74,11 +79,11 @@ def generate_customers(rows: int, seed: int, drift: str | None = None) -> pd.Dat
     # Drawn before any drift so that a scenario relabels the same customers with the same luck.
     label_draw = rng.random(rows)
     labels = dict(CATEGORIES)
-    if drift is not None:
+    if drift in DRIFT_SCENARIOS:
         drift_rng = np.random.default_rng([seed, 1 + DRIFT_SCENARIOS.index(drift)])
         _apply_drift(drift, population, labels, drift_rng)
     frame = _to_frame(population, labels)
-    probability = churn_probability(frame)
+    probability = concept_drift_probability(frame) if drift == "concept_drift" else churn_probability(frame)
     frame["churn"] = np.where(label_draw < probability, "Yes", "No")
     frame["true_churn_probability"] = probability
     return frame.loc[:, list(_COLUMNS)]
@@ -111,6 +116,32 @@ def churn_probability(frame: pd.DataFrame) -> NDArray[np.float64]:
     return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=np.float64)
 
 
+def concept_drift_probability(frame: pd.DataFrame) -> NDArray[np.float64]:
+    """The churn probability after a change of mechanism, with the same overall churn rate.
+
+    A competitor's fiber offer: fiber customers leave whatever their contract; commitment
+    and tenure protect half as much, price matters less, and support calls now mark engaged
+    customers rather than angry ones. A model trained on clean data still ranks customers
+    better than chance (AUC ~0.76 against ~0.83 before) but its probabilities are off.
+    """
+    contract = _effect(frame, "contract", _CONCEPT_CONTRACT_EFFECT)
+    tenure = frame["tenure_months"].to_numpy(dtype=float)
+    logit = (
+        _CONCEPT_INTERCEPT
+        + contract
+        - 0.2 * np.log1p(tenure)
+        + 0.01 * (frame["monthly_charges"].to_numpy(dtype=float) - 65.0)
+        + 1.6 * _equals(frame, "internet_service", "Fiber optic")
+        + 0.4 * _equals(frame, "payment_method", "Electronic check")
+        - 0.15 * frame["support_calls"].to_numpy(dtype=float)
+        + 0.012 * (frame["age"].to_numpy(dtype=float) - 45.0)
+        + _effect(frame, "region", _REGION_EFFECT)
+    )
+    for column, effect in _YES_EFFECT.items():
+        logit = logit + effect * _equals(frame, column, "Yes")
+    return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=np.float64)
+
+
 def oracle_auc(frame: pd.DataFrame) -> float:
     """ROC AUC of the true probability against the drawn labels: the best a model can expect."""
     from sklearn.metrics import roc_auc_score  # lazy: keeps `data generate` start-up light
@@ -123,8 +154,9 @@ def _check_arguments(rows: int, seed: int, drift: str | None) -> None:
         raise ValueError(f"rows must be at least 1, got {rows}")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    if drift is not None and drift not in DRIFT_SCENARIOS:
-        raise ValueError(f"unknown drift scenario {drift!r}; known: {', '.join(DRIFT_SCENARIOS)}")
+    known = (*DRIFT_SCENARIOS, *CONCEPT_DRIFT_SCENARIOS)
+    if drift is not None and drift not in known:
+        raise ValueError(f"unknown drift scenario {drift!r}; known: {', '.join(known)}")
 
 
 def _equals(frame: pd.DataFrame, column: str, value: str) -> NDArray[np.float64]:
@@ -137,6 +169,11 @@ def _effect(frame: pd.DataFrame, column: str, effects: Mapping[str, float]) -> N
         unknown = sorted(set(frame[column][values.isna()].astype(str)))
         raise ValueError(f"{column}: no churn effect for value(s) {unknown[:5]}")
     return np.asarray(values.to_numpy(dtype=float), dtype=np.float64)
+
+
+# After the concept drift (same churn rate as clean data, ~26%).
+_CONCEPT_INTERCEPT = -1.4
+_CONCEPT_CONTRACT_EFFECT = {"Month-to-month": 0.6, "M2M": 0.6, "One year": 0.2, "Two year": -0.2}
 
 
 # --- population --------------------------------------------------------------------------------
