@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -74,12 +75,15 @@ def free_port() -> int:
 
 def env_for(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
+    if "DATABASE_URL" in os.environ:  # set by prepare() for this run's PostgreSQL store
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     env |= {"CHURNOPS_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env |= {"CHURNOPS_AUTH": "off", "CHURNOPS_AUDIT": "off"}  # the comparison rows: no layer on
     env |= {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return env
 
 
-def prepare(tmp: Path, rows: int) -> tuple[Path, Path, pd.DataFrame]:
+def prepare(tmp: Path, rows: int, pg_url: str | None = None) -> tuple[Path, Path, pd.DataFrame]:
     from churnops.core.synthetic import generate_customers
 
     home = tmp / "home"
@@ -96,7 +100,10 @@ def prepare(tmp: Path, rows: int) -> tuple[Path, Path, pd.DataFrame]:
         "--params",
         str(tmp / "params.yaml"),
     ]
-    subprocess.run(cmd, env=env_for(home), check=True, timeout=900)
+    env = env_for(home) | ({"DATABASE_URL": pg_url} if pg_url else {})
+    subprocess.run(cmd, env=env, check=True, timeout=900)
+    if pg_url:  # every server of this run reads its features from the same store
+        os.environ["DATABASE_URL"] = pg_url
     return home, data, frame
 
 
@@ -131,11 +138,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def lua_script(path: Path, bodies: list[str]) -> Path:
+def lua_script(path: Path, bodies: list[str], headers: dict[str, str] | None = None) -> Path:
     quoted = ",\n".join(json.dumps(b) for b in bodies)
+    extra = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in (headers or {}).items())
     path.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"local bodies = {{\n{quoted}\n}}\nlocal n = #bodies\n"
+        + extra
+        + f"local bodies = {{\n{quoted}\n}}\nlocal n = #bodies\n"
         "request = function()\n  return wrk.format(nil, nil, nil, bodies[math.random(n)])\nend\n" + LUA_DONE
     )
     return path
@@ -170,6 +179,11 @@ def measure(name: str, wrk: str, url: str, script: Path, duration: int) -> dict[
     return results
 
 
+def _clean(values: dict[str, object]) -> dict[str, object]:
+    """JSON has no NaN: a missing value is null."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in values.items()}
+
+
 def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int) -> None:
     env = env_for(home)
     rng = random.Random(0)
@@ -181,6 +195,15 @@ def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int)
         for r in rows.astype(object).itertuples(index=False)
     ]
     churnops_script = lua_script(tmp / "churnops.lua", [json.dumps({"customer_id": c}) for c in ids])
+    # Like for like with mlflow: the same 16 columns in the body, for ids the store does not know.
+    full_bodies = [
+        json.dumps(
+            {"customer_id": f"bench-{i}", "features": _clean(dict(zip(rows.columns, r, strict=True)))},
+            default=float,
+        )
+        for i, r in enumerate(rows.astype(object).itertuples(index=False))
+    ]
+    full_script = lua_script(tmp / "churnops_full.lua", full_bodies)
     mlflow_script = lua_script(tmp / "mlflow.lua", mlflow_bodies)
     results = {}
 
@@ -217,6 +240,11 @@ def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int)
         )
         check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
         print(f"  sample response: reasons={check['reasons']}, source={check['feature_source']}")
+        results["churnops_full"] = measure(
+            "churnops, 16 cols in body", wrk, f"http://127.0.0.1:{port}/v1/predict", full_script, duration
+        )
+        check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=full_bodies[0]).json()
+        assert check["feature_source"] == "request", check
     finally:
         stop(proc)
 
@@ -248,7 +276,97 @@ def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int)
     print()
     for c in CONNECTIONS:
         ours, theirs, ceiling = (results[k][c]["rps"] for k in ("churnops", "mlflow", "bare"))
-        print(f"c={c:<3} churnops/mlflow {ours / theirs:6.1f}x   churnops/ceiling {ours / ceiling:5.2f}")
+        full = results["churnops_full"][c]["rps"]
+        print(
+            f"c={c:<3} churnops/mlflow {ours / theirs:6.1f}x   like for like (16 columns in the body) "
+            f"{full / theirs:6.1f}x   churnops/ceiling {ours / ceiling:5.2f}"
+        )
+
+
+# -- hot-path layers: each one on vs everything off, in the same run -------------------------
+
+OFF = {"CHURNOPS_AUTH": "off", "CHURNOPS_AUDIT": "off"}
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One configuration of /v1/predict, measured against the all-off baseline of the same run."""
+
+    name: str
+    env: dict[str, str]
+    floor: float | None  # the issue's minimum ratio to the baseline (None: reported only)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def layers(pg_url: str | None) -> list[Layer]:
+    found = [Layer("baseline: every layer off", OFF, None)]
+    if pg_url is not None:
+        ledger = OFF | {"CHURNOPS_AUDIT": "on", "DATABASE_URL": pg_url}
+        found += [
+            Layer("ledger on (async, PostgreSQL)", ledger, 0.85),
+            Layer("ledger on (sync, PostgreSQL)", ledger | {"CHURNOPS_AUDIT_DURABILITY": "sync"}, None),
+        ]
+    return found
+
+
+def hot_path_layers(
+    tmp: Path, home: Path, ids: list[str], wrk: str, duration: int, pg_url: str | None
+) -> None:
+    """/v1/predict with one layer on at a time, beside the all-off baseline (c=16, one core)."""
+    body = [json.dumps({"customer_id": c}) for c in ids]
+    results: list[tuple[Layer, float, dict[str, float]]] = []
+    print("\nhot-path layers: /v1/predict, c=16, one core; ratio to the all-off baseline of this run")
+    baseline = None
+    for layer in layers(pg_url):
+        script = lua_script(tmp / "layer.lua", body, layer.headers)
+        port = free_port()
+        cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
+        env = env_for(home) | layer.env
+        proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
+        try:
+            stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", script, 16, duration)
+        finally:
+            stop(proc)
+        baseline = baseline or stats["rps"]
+        results.append((layer, stats["rps"] / baseline, stats))
+        ratio = stats["rps"] / baseline
+        verdict = "" if layer.floor is None else (" ok" if ratio >= layer.floor else " BELOW FLOOR")
+        floor = f"(floor {layer.floor:.2f}x)" if layer.floor is not None else ""
+        print(
+            f"  {layer.name:42} {stats['rps']:8,.0f} req/s  {ratio:5.2f}x {floor}{verdict}  "
+            f"p99 {stats['p99_us'] / 1e3:6.2f} ms  non-2xx {stats['non2xx']}",
+            flush=True,
+        )
+
+
+def bench_database() -> str | None:
+    """A throwaway PostgreSQL database on 127.0.0.1 for the ledger rows (None if no server answers)."""
+    import psycopg
+
+    name = f"churnops_bench_{os.getpid()}"
+    try:
+        with psycopg.connect(
+            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3
+        ) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            c.execute(f"CREATE DATABASE {name}")
+    except psycopg.Error as err:
+        print(f"(no PostgreSQL on 127.0.0.1:5432: ledger rows skipped: {err})")
+        return None
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(url: str | None) -> None:
+    if url is None:
+        return
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(
+        "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3
+    ) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def batch(tmp: Path, home: Path, rows: int) -> None:
@@ -315,15 +433,23 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--batch-only", action="store_true")
+    parser.add_argument("--layers-only", action="store_true", help="only the hot-path layer ratios")
     args = parser.parse_args()
     wrk = ensure_wrk()
-    with tempfile.TemporaryDirectory() as directory:
-        tmp = Path(directory)
-        home, _, frame = prepare(tmp, args.rows)
-        if not args.batch_only:
-            serving(tmp, home, frame, wrk, args.duration)
-        if not args.skip_batch:
-            batch(tmp, home, args.batch_rows)
+    pg_url = None if args.batch_only else bench_database()
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            tmp = Path(directory)
+            home, _, frame = prepare(tmp, args.rows, pg_url)
+            ids = random.Random(0).sample(list(frame["customer_id"]), 2000)
+            if not (args.batch_only or args.layers_only):
+                serving(tmp, home, frame, wrk, args.duration)
+            if not args.batch_only:
+                hot_path_layers(tmp, home, ids, wrk, args.duration, pg_url)
+            if not (args.skip_batch or args.layers_only):
+                batch(tmp, home, args.batch_rows)
+    finally:
+        drop_database(pg_url)
 
 
 if __name__ == "__main__":
