@@ -30,6 +30,7 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False  # half-open lets one call through at a time
+        self.probe_started: float = 0.0
 
     @property
     def state(self) -> BreakerState:
@@ -44,9 +45,13 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and not self.probing:
-            self.probing = True
-            return True
+        if state is BreakerState.HALF_OPEN:
+            # A probe that never reported back (cancelled, or raised past its caller) must not hold
+            # the breaker half-open forever: after `reset_after` another call may probe.
+            now = self.clock()
+            if not self.probing or now - self.probe_started >= self.reset_after:
+                self.probing, self.probe_started = True, now
+                return True
         return False
 
     def record_success(self) -> None:

@@ -171,6 +171,10 @@ class RedisFeatures:
             self.breaker.record_failure()
             self.errors += 1
             return self._fallback(customer_id)
+        except BaseException:  # unexpected (or cancelled): still a failed call, so a probe resolves
+            self.breaker.record_failure()
+            self.errors += 1
+            raise
         self.breaker.record_success()
         if vector is not None:
             self._remember(customer_id, vector, now)
@@ -190,6 +194,10 @@ class RedisFeatures:
             offline.breaker.record_failure()
             offline.errors += 1
             return self._fallback(customer_id)
+        except BaseException:  # unexpected (or cancelled): resolve the probe, then let it surface
+            offline.breaker.record_failure()
+            offline.errors += 1
+            raise
         offline.breaker.record_success()
         if vector is None:
             return None, SOURCE_OFFLINE
