@@ -340,7 +340,8 @@ def test_builtin_specs_with_params_yaml(
 ) -> None:
     spec = parse_spec(SPECS.joinpath(spec_file).read_text(), source=spec_file)
     frame = pd.DataFrame(rows, columns=spec.feature_columns)
-    ft = FeatureTransformer(spec, PARAMS).fit(frame)
+    # Three rows: every PII category is rarer than the default floor, so lower it here.
+    ft = FeatureTransformer(spec, PARAMS.model_copy(update={"min_pii_category_count": 1})).fit(frame)
     assert ft.active_engineered == engineered
     assert len(set(ft.output_names)) == ft.n_outputs == len(ft.output_sources)
     assert {s for sources in ft.output_sources for s in sources} == set(spec.feature_columns)
@@ -358,3 +359,17 @@ def test_telco_engineered_values() -> None:
     # blank TotalCharges imputes the median (959.675); tenure 0 gives a zero ratio
     assert column(ft, frame, "TotalCharges__missing") == [0.0, 0.0, 1.0]
     assert column(ft, frame, "charges_per_month_of_tenure") == [29.85, 1889.5 / 34, 0.0]
+
+
+def test_rare_pii_categories_get_no_encoding_of_their_own() -> None:
+    """A PII value shared by fewer than `min_pii_category_count` training rows could single a customer
+    out: it is encoded like an unseen value, so the pickled model never holds it."""
+    spec = parse_spec(SPECS.joinpath("synthetic.yaml").read_text(), source="synthetic.yaml")
+    frame = pd.DataFrame(SYNTHETIC_ROWS * 20, columns=spec.feature_columns)
+    frame.loc[0, "gender"] = "unique-to-one-customer"
+    ft = FeatureTransformer(spec, PARAMS).fit(frame)
+    assert not any("unique-to-one-customer" in name for name in ft.output_names)
+    common = frame["gender"].iloc[1]
+    assert f"gender={common}" in ft.output_names
+    row = frame.iloc[0].to_dict()
+    assert ft.transform_one(row).tolist() == ft.transform_one({**row, "gender": "never-seen"}).tolist()

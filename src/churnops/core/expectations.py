@@ -85,8 +85,12 @@ def with_category_keys(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return frame.assign(**{column: to_category_keys(frame[column]) for column in columns})
 
 
-def profile_reference(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile:
-    """Profile a clean reference frame: numeric ranges, categories and target values."""
+def profile_reference(frame: pd.DataFrame, spec: DatasetSpec, min_pii_count: int = 1) -> ReferenceProfile:
+    """Profile a clean reference frame: numeric ranges, categories and target values.
+
+    A PII column's category seen in fewer than `min_pii_count` rows is left out of the stored
+    profile (it could single a customer out); later data holding it counts as unseen.
+    """
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise DataError(f"reference data: missing spec column(s) {missing}")
@@ -95,7 +99,10 @@ def profile_reference(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfil
         spec_name=spec.name,
         row_count=len(frame),
         numeric={column: _numeric_range(frame[column]) for column in spec.features.numerical},
-        categories={column: _sorted_keys(keyed[column]) for column in spec.features.categorical},
+        categories={
+            column: _sorted_keys(keyed[column], min_pii_count if column in spec.pii else 1)
+            for column in spec.features.categorical
+        },
         target_values=_sorted_keys(keyed[spec.target.column]),
     )
 
@@ -109,8 +116,9 @@ def _numeric_range(series: pd.Series) -> NumericRange:
     return NumericRange(min=float(values.min()), max=float(values.max()))
 
 
-def _sorted_keys(series: pd.Series) -> tuple[str, ...]:
-    return tuple(sorted(str(v) for v in series.dropna().unique()))
+def _sorted_keys(series: pd.Series, min_count: int = 1) -> tuple[str, ...]:
+    counts = series.dropna().astype(str).value_counts()
+    return tuple(sorted(str(v) for v, n in counts.items() if n >= min_count))
 
 
 def build_expectations(

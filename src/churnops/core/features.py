@@ -107,8 +107,11 @@ def _pair_keys(
     return np.asarray(codes, dtype=np.intp), keys
 
 
-def _top_keys(codes: IntArray, keys: Sequence[K | None], limit: int) -> tuple[list[K], bool]:
-    """The `limit` most frequent keys (ties by key) and whether any value was missing."""
+def _top_keys(
+    codes: IntArray, keys: Sequence[K | None], limit: int, min_count: int = 1
+) -> tuple[list[K], bool]:
+    """The `limit` most frequent keys seen at least `min_count` times (ties by key), and whether any
+    value was missing."""
     counts: dict[K, int] = {}
     has_missing = False
     for key, count in zip(keys, np.bincount(codes, minlength=len(keys)).tolist(), strict=True):
@@ -116,7 +119,9 @@ def _top_keys(codes: IntArray, keys: Sequence[K | None], limit: int) -> tuple[li
             has_missing = True
         else:
             counts[key] = counts.get(key, 0) + count
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(
+        ((k, c) for k, c in counts.items() if c >= min_count), key=lambda item: (-item[1], item[0])
+    )
     return [key for key, _ in ranked[:limit]], has_missing
 
 
@@ -184,8 +189,10 @@ class FeatureTransformer:
             missing = self._add_output(f"{col}__missing", (col,)) if finite.size < values.size else -1
             self._numeric.append((col, median, index, missing))
         keys = {col: _column_keys(frame[col]) for col in self.spec.features.categorical}
+        pii = set(self.spec.pii)
+        rare = self.params.min_pii_category_count  # a PII value this rare could single a customer out
         for col in self.spec.features.categorical:
-            lookup = self._fit_one_hot(col, (col,), *keys[col])
+            lookup = self._fit_one_hot(col, (col,), *keys[col], min_count=rare if col in pii else 1)
             self._categorical.append((col, lookup))
         for col, edges in self._buckets.items():
             index = self._add_output(f"{col}__bucket", (col,))
@@ -195,15 +202,23 @@ class FeatureTransformer:
         for name, (columns, value) in self._counts.items():
             self._count_plan.append((columns, value, self._add_output(name, columns)))
         for a, b in self._crosses:
-            cross_lookup = self._fit_one_hot(f"{a}|{b}", (a, b), *_pair_keys(keys[a], keys[b]))
+            min_count = rare if {a, b} & pii else 1
+            cross_lookup = self._fit_one_hot(
+                f"{a}|{b}", (a, b), *_pair_keys(keys[a], keys[b]), min_count=min_count
+            )
             self._cross_plan.append((a, b, cross_lookup))
         self.fitted = True
         return self
 
     def _fit_one_hot(
-        self, prefix: str, sources: tuple[str, ...], codes: IntArray, keys: Sequence[K | None]
+        self,
+        prefix: str,
+        sources: tuple[str, ...],
+        codes: IntArray,
+        keys: Sequence[K | None],
+        min_count: int = 1,
     ) -> dict[K | None, int]:
-        top, has_missing = _top_keys(codes, keys, self.params.max_categories)
+        top, has_missing = _top_keys(codes, keys, self.params.max_categories, min_count)
         lookup: dict[K | None, int] = {}
         for key in top:
             label = "|".join(key) if isinstance(key, tuple) else str(key)

@@ -78,6 +78,9 @@ class FeatureParams(BaseModel):
     )
     crosses: tuple[tuple[str, str], ...] = (("Contract", "InternetService"), ("contract", "internet_service"))
     max_categories: int = Field(50, ge=2)  # rarer categories share the 'unknown' encoding
+    # A PII column's category gets its own encoding only when this many training rows share it:
+    # the fitted model (pickled, logged to MLflow) never holds a value that singles a customer out.
+    min_pii_category_count: int = Field(10, ge=1)
 
 
 class CandidateParams(BaseModel):

@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from churnops.core.bundle import ModelBundle
 from churnops.core.candidates import TrainedCandidate, refit_fixed
+from churnops.core.examples import synthetic_rows
 from churnops.core.fairness import FairnessGap, SliceResult, bucket_numeric, fairness_gaps, slice_metrics
 from churnops.core.features import FeatureTransformer
 from churnops.core.metrics import classification_metrics, reliability_curve
@@ -72,7 +73,10 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         candidate=chosen.name,
         metadata={"feature_set_version": spec.feature_set_version(), "training": training},
     )
-    bundle.metadata["golden"] = golden_requests(bundle, holdout_frame.head(5))
+    training_rows = frame[~holdout & ~validation]
+    bundle.metadata["golden"] = golden_requests(
+        bundle, synthetic_rows(training_rows, spec, seed=params.split.seed)
+    )
     save_bundle(bundle, workdir.bundle)
     write_json(workdir.metrics, report)
     card = model_card_data(workdir, report, training, params, slices, fairness)
@@ -118,7 +122,10 @@ def _chosen_details(
     """Business threshold, calibration, slices and fairness gaps of the chosen candidate."""
     threshold = choice.threshold
     slices = slice_metrics({c: holdout[c].to_numpy() for c in spec.slices}, y, proba, threshold)
-    fairness = fairness_gaps({c: _pii_groups(spec, holdout, c) for c in spec.pii}, y, proba, threshold)
+    # A group this small is a handful of identifiable customers: left out of the report and the card.
+    rare = params.features.min_pii_category_count
+    groups = {c: _pii_groups(spec, holdout, c) for c in spec.pii}
+    fairness = fairness_gaps(groups, y, proba, threshold, min_count=rare)
     curve = reliability_curve(y, proba, params.evaluation.calibration_bins)
     details = {
         "threshold": choice.to_dict(),

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from churnops.core.examples import synthetic_rows
 from churnops.core.model_card import ModelCardData, render_model_card
 from churnops.core.params import Params
 from churnops.core.promotion import decide_aliases
@@ -58,7 +59,7 @@ def register(
     decision = decide_aliases(new_auc, champion_auc, champion_version)
     _apply(registry, model_name, version, decision.champion, decision.challenger)
     if decision.champion:
-        save_reference(settings.home, spec, workdir.read_snapshot())
+        save_reference(settings.home, spec, workdir.read_snapshot(), params.features.min_pii_category_count)
     result = {
         "model_name": model_name,
         "version": version,
@@ -131,8 +132,9 @@ def _log_chosen(
 
 
 def _input_example(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """A few raw rows for the model signature; integer columns as float since serving may send nulls."""
-    example = frame[spec.feature_columns].head(5).copy()
+    """A few rows for the model signature, none of them a real customer's (PII missing); integer
+    columns as float since serving may send nulls."""
+    example = synthetic_rows(frame, spec).infer_objects()
     for column in example.columns:
         if pd.api.types.is_integer_dtype(example[column]):
             example[column] = example[column].astype("float64")

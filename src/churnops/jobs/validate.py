@@ -42,11 +42,11 @@ def resolve_reference(home: Path, spec: DatasetSpec, frame: pd.DataFrame) -> tup
     return profile_reference(frame, spec), "this data (first run)"
 
 
-def save_reference(home: Path, spec: DatasetSpec, frame: pd.DataFrame) -> Path:
+def save_reference(home: Path, spec: DatasetSpec, frame: pd.DataFrame, min_pii_count: int = 1) -> Path:
     """Record the profile of data that produced a champion: later data is validated against it."""
     path = reference_path(home, spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(profile_reference(frame, spec).model_dump_json(indent=2))
+    path.write_text(profile_reference(frame, spec, min_pii_count).model_dump_json(indent=2))
     return path
 
 
