@@ -7,8 +7,6 @@ fails the PostgreSQL cases within seconds instead of skipping them: CI starts on
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -26,7 +24,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from psycopg import sql
 
 from churnops.core.spec import DatasetSpec
 from churnops.errors import ConfigError, DataError, NotFound
@@ -41,10 +38,11 @@ from churnops.io.offline_store import (
     open_offline_store,
     upgrade,
 )
+from tests.pg import throwaway_database
 
 pytestmark = pytest.mark.integration
 
-ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
 TABLES = {"feature_sets", "feature_rows", "feature_metadata", "feature_lineage"}
 T1, T2, T3, T4 = (datetime(2024, 1, day, tzinfo=UTC) for day in (1, 2, 3, 4))
 
@@ -53,25 +51,16 @@ T1, T2, T3, T4 = (datetime(2024, 1, day, tzinfo=UTC) for day in (1, 2, 3, 4))
 
 
 def _psycopg(url: str, **kwargs: object) -> psycopg.Connection:
-    """A plain psycopg connection that gives up after 3 s and fails (never skips) the test."""
-    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        return psycopg.connect(dsn, connect_timeout=3, autocommit=True, **kwargs)  # type: ignore[arg-type]
-    except psycopg.OperationalError as err:
-        pytest.fail(f"PostgreSQL not reachable at {sa.make_url(url).render_as_string()}: {err}")
+    from tests.pg import connect
+
+    return connect(url, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
     """A fresh database for this module, dropped (FORCE) at the end."""
-    name = f"churnops_test_{secrets.token_hex(6)}"
-    with _psycopg(ADMIN_URL) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with _psycopg(ADMIN_URL) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with throwaway_database() as url:
+        yield url
 
 
 def _empty_pg(url: str) -> str:

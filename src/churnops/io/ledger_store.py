@@ -23,9 +23,10 @@ Row = Sequence[Any]  # one ledger record, values in FIELDS order
 # A key created before its customer's erasure must never land after it (a racing writer).
 _KEY_INSERT = sa.text(
     "INSERT INTO customer_keys (subject, epoch, writer_id, wrapped, created_at_us) "
-    "SELECT :subject, :epoch, :writer_id, :wrapped, :created_at_us "
-    "WHERE NOT EXISTS (SELECT 1 FROM privacy_state p WHERE p.subject = :subject "
-    "AND p.erased_at_us >= :created_at_us) "
+    "SELECT CAST(:subject AS VARCHAR(32)), CAST(:epoch AS INTEGER), CAST(:writer_id AS VARCHAR(32)), "
+    ":wrapped, CAST(:created_at_us AS BIGINT) "
+    "WHERE NOT EXISTS (SELECT 1 FROM privacy_state p WHERE p.subject = CAST(:subject AS VARCHAR(32)) "
+    "AND p.erased_at_us >= CAST(:created_at_us AS BIGINT)) "
     "ON CONFLICT DO NOTHING"
 )
 
