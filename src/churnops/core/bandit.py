@@ -18,13 +18,20 @@ test keeps its power against control) and the weights sum to `total`. Until ever
 `burn_in_labels` labels all arms get equal weight. Weights change only at updates (e.g. hourly),
 never per request, and the bucket table moves only the difference (core.assignment).
 
-Measured (tests/model/test_bandit_simulation.py): 5 arms whose log loss differs by 0.01-0.05 nats
-from the best, 2,000 labelled predictions per update, burn-in 300 labels: the best arm holds most
-of the traffic (> 50%) from the 4th update on and > 90% by the 10th, and every arm keeps its 1% floor.
+Measured (tests/model/test_bandit_simulation.py, 30 runs): 5 arms on log loss — models of known
+quality (simulated 50k-, 5k- and 1k-row models, one without a feature, one label-shuffled), labels
+drawn from the true probabilities, 2,000 labelled predictions per update, burn-in 1,000 labels
+per arm (so burn-in ends at update 3): the best arm holds most of the traffic (> 50%, for good)
+from update 3 in the median run and by update 4 in every run, with a median share of 95.5% at
+update 5 (the most it can have with 1% floors on 4 other arms is 96%). Budget about
+`burn_in_labels * arms / labels_per_update + 2` updates before the traffic concentrates.
 
-Note for the statistics: adaptive weights keep each arm's observations independent given the
-past, so the per-arm means and the always-valid test stay valid; the sample-ratio-mismatch test
-must compare counts with the weights in force when each request came (`expected_shares`).
+Notes for the statistics. Under a bandit an arm's sample size depends on its results, so plain
+per-arm means are slightly biased (towards worse) and the always-valid test of an arm against
+control, which assumes the arm/control allocation ratio does not react to outcomes, holds only
+approximately: read the bandit's `better`/`worse` calls as indicative and confirm a winner in
+fixed mode before promoting it. The sample-ratio-mismatch test must compare counts with the
+weights in force when each request came (`expected_shares`), not with the latest weights.
 """
 
 from __future__ import annotations
