@@ -177,7 +177,7 @@ def paired_bootstrap_auc(
     )
     diffs = diffs[np.isfinite(diffs)]
     low, high = percentile_interval(diffs, confidence)
-    tail = min(np.count_nonzero(diffs <= margin), np.count_nonzero(diffs >= margin))
+    tail = min(int(np.count_nonzero(diffs <= margin)), int(np.count_nonzero(diffs >= margin)))
     p_value = min(1.0, 2 * (tail + 1) / (diffs.size + 1))
     auc_a, auc_b = roc_auc(y, pa), roc_auc(y, pb)
     return AucComparison(
