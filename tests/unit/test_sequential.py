@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -74,6 +75,14 @@ def test_running_look_keeps_the_smallest_p_and_the_intersection() -> None:
     assert later.high <= first.high
     with pytest.raises(ValueError, match="different alpha"):
         sequential_test(0.0, 0.02, 1500, 1500, 0.01, 500.0, previous=first)
+
+
+def test_stored_looks_round_trip() -> None:
+    looked = sequential_test(0.05, 0.01, 1000, 1000, ALPHA, 500.0)
+    assert SequentialResult.from_dict(json.loads(json.dumps(looked.to_dict()))) == looked
+    empty = sequential_test(math.nan, math.nan, 0, 10, ALPHA, 500.0)
+    restored = SequentialResult.from_dict(json.loads(json.dumps(empty.to_dict(), allow_nan=False)))
+    assert (restored.low, restored.high, restored.p_value) == (-math.inf, math.inf, 1.0)
 
 
 def test_degenerate_inputs() -> None:

@@ -1,6 +1,6 @@
 """Sticky traffic assignment: customer -> bucket -> arm, and the shadow draw, on the hot path.
 
-A customer's bucket is `blake2b(salt, customer_id) mod 10,000` — a keyed cryptographic hash, so
+A customer's bucket is `blake2b(salt, customer_id) mod 10,000` — a salted cryptographic hash, so
 it is the same in every worker, replica, restart and Python version (never Python's `hash()`,
 which is salted per process). The first 8 bytes of the 16-byte digest pick the bucket; the next
 8 give an independent uniform draw in [0, 1) for shadow sampling.

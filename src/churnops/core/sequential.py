@@ -69,6 +69,27 @@ class SequentialResult:
             k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SequentialResult:
+        """Inverse of `to_dict`, for the stored previous look (None: an unbounded end, else NaN)."""
+
+        def number(key: str, missing: float = math.nan) -> float:
+            value = data[key]
+            return missing if value is None else float(value)
+
+        return cls(
+            difference=number("difference"),
+            se=number("se"),
+            z=number("z"),
+            low=number("low", -math.inf),
+            high=number("high", math.inf),
+            p_value=number("p_value"),
+            n_arm=int(data["n_arm"]),
+            n_control=int(data["n_control"]),
+            alpha=number("alpha"),
+            tuning_n=number("tuning_n"),
+        )
+
 
 @dataclass(frozen=True)
 class ArmDecision:
