@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from churnops.core.auc import (
     _AucLayout,
     auc_bootstrap,
-    auc_delong,
+    auc_delong_interval,
     delong_auc_se,
     delong_test,
     paired_bootstrap_auc,
@@ -83,7 +83,7 @@ def test_paired_layouts_read_the_same_resample() -> None:
 
 def test_bootstrap_interval_agrees_with_delong() -> None:
     y, a, _ = two_scorers(5000)
-    boot, delong = auc_bootstrap(y, a, seed=3), auc_delong(y, a)
+    boot, delong = auc_bootstrap(y, a, seed=3), auc_delong_interval(y, a)
     assert boot.value == pytest.approx(delong.value)
     assert boot.low < boot.value < boot.high
     assert boot.high - boot.low == pytest.approx(delong.high - delong.low, rel=0.15)

@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
 from churnops.core.metrics import FloatArray, check_scores
+from churnops.core.performance_stats import auc_delong
 from churnops.core.stats import (
     DEFAULT_RESAMPLES,
     Estimate,
@@ -91,18 +92,21 @@ def auc_bootstrap(
     return Estimate(value, low, high, int(y.size), f"bootstrap({resamples})")
 
 
-def auc_delong(y_true: ArrayLike, proba: ArrayLike, confidence: float = 0.95) -> Estimate:
+def auc_delong_interval(y_true: ArrayLike, proba: ArrayLike, confidence: float = 0.95) -> Estimate:
     """ROC AUC with DeLong's asymptotic interval (closed form; what the sequential AUC test uses)."""
     y, p = check_scores(y_true, proba)
-    value, se = _delong_auc_se(y, p)
+    value, se = auc_delong(y, p)
     half = z_value(confidence) * se
     return Estimate(value, value - half, value + half, int(y.size), "delong")
 
 
 def delong_auc_se(y_true: ArrayLike, proba: ArrayLike) -> tuple[float, float]:
-    """(AUC, DeLong standard error) of one scorer; both NaN on one class."""
+    """(AUC, DeLong standard error) of one scorer, checked input; both NaN on one class.
+
+    The computation is core.performance_stats.auc_delong's (one single-curve DeLong in core).
+    """
     y, p = check_scores(y_true, proba)
-    return _delong_auc_se(y, p)
+    return auc_delong(y, p)
 
 
 def delong_test(
@@ -249,19 +253,6 @@ def _delong_components(y: NDArray[np.int64], scores: FloatArray) -> tuple[FloatA
     v_pos = (rank_all[:, :m] - rank_pos) / n  # share of non-churners each churner outscores
     v_neg = 1.0 - (rank_all[:, m:] - rank_neg) / m  # share of churners outscoring each non-churner
     return np.asarray(aucs), np.asarray(v_pos), np.asarray(v_neg)
-
-
-def _delong_auc_se(y: NDArray[np.int64], p: FloatArray) -> tuple[float, float]:
-    n_pos = int(y.sum())
-    if n_pos in (0, y.size):
-        return math.nan, math.nan
-    aucs, v_pos, v_neg = _delong_components(y, p[None, :])
-    variance = _var(v_pos[0]) / n_pos + _var(v_neg[0]) / (y.size - n_pos)
-    return float(aucs[0]), math.sqrt(variance)
-
-
-def _var(x: FloatArray) -> float:
-    return float(np.var(x, ddof=1)) if x.size > 1 else 0.0
 
 
 def _cov(rows: FloatArray) -> FloatArray:

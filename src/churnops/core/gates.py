@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from churnops.core.auc import AucComparison, auc_delong, delong_test, paired_bootstrap_auc
+from churnops.core.auc import AucComparison, auc_delong_interval, delong_test, paired_bootstrap_auc
 from churnops.core.fairness import fairness_gaps
 from churnops.core.gate_policy import (
     CalibrationGate,
@@ -170,7 +170,7 @@ def discrimination_gate(
     above `min_auc_delta`. Without a champion: the candidate's AUC interval above 0.5 + delta."""
     confidence = 1 - gate.alpha
     if champion is None:
-        est = auc_delong(y_true, candidate, confidence)
+        est = auc_delong_interval(y_true, candidate, confidence)
         limit = NO_SKILL_AUC + gate.min_auc_delta
         passed = bool(est.low > limit)
         detail = {
