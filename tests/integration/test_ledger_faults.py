@@ -211,7 +211,7 @@ def test_sigkill_under_load_loses_at_most_the_documented_window(
     lost = answered - new  # (records of requests whose answer the kill cut off are kept, harmlessly)
     window = [pid for t, status, pid in clients.answers if status == 200 and t >= killed - 0.5]
     print(
-        f"\n{durability}: {len(answered)} answered, {len(lost)} lost (answered in the last 0.5 s: {len(window)})"
+        f"\n{durability}: {len(answered)} answered, {len(lost)} lost (in the last 0.5 s: {len(window)})"
     )
     if durability == "sync":
         assert lost == set()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import sys
 
 from churnops.settings import Settings
 
@@ -38,6 +40,8 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
     os.environ["CHURNOPS_METRICS_DIR"] = str(metrics_dir)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per request path: no OpenMP fights
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    # uvicorn re-raises a captured SIGTERM after its graceful shutdown; a drained stop is a success.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "churnops.serving.app:app_factory",
         factory=True,
