@@ -36,8 +36,9 @@ def associated_data(subject: str, epoch: int) -> bytes:
     return f"{subject}/{epoch}".encode()
 
 
-def seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
+def seal(aead: AESGCM, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """Encrypt; a random nonce unless the caller owns a counter that never repeats under this key."""
+    nonce = nonce or os.urandom(NONCE_BYTES)
     return nonce + aead.encrypt(nonce, plaintext, aad)
 
 

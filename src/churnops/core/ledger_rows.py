@@ -10,6 +10,7 @@ database or the spool).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -77,6 +78,9 @@ class Sealer:
         self._keys: dict[tuple[str, int], AESGCM] = {}
         self._epoch = -1
         self._new_keys: list[dict[str, Any]] = []
+        # Every data key belongs to this writer alone, so a counter is a nonce that never repeats
+        # under any of its keys (and saves a getrandom syscall per record).
+        self._nonces = itertools.count(1)
 
     def subject(self, customer_id: str) -> str:
         found = self._subjects.get(customer_id)
@@ -91,7 +95,8 @@ class Sealer:
         vector = feature_bytes(p.features)
         epoch = key_epoch(p.at_us, self.epoch_days)
         aad = envelope.associated_data(subject, epoch)
-        payload = envelope.seal(self._data_key(subject, epoch, aad), vector, aad)
+        nonce = next(self._nonces).to_bytes(envelope.NONCE_BYTES, "big")
+        payload = envelope.seal(self._data_key(subject, epoch, aad), vector, aad, nonce)
         values = [
             p.prediction_id, None, None, PREDICTION, p.at_us, p.request_id, subject, p.principal,
             p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,

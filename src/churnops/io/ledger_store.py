@@ -20,16 +20,6 @@ from churnops.io.sql_store import SqlStore
 
 Row = Sequence[Any]  # one ledger record, values in FIELDS order
 
-# A key created before its customer's erasure must never land after it (a racing writer).
-_KEY_INSERT = sa.text(
-    "INSERT INTO customer_keys (subject, epoch, writer_id, wrapped, created_at_us) "
-    "SELECT CAST(:subject AS VARCHAR(32)), CAST(:epoch AS INTEGER), CAST(:writer_id AS VARCHAR(32)), "
-    ":wrapped, CAST(:created_at_us AS BIGINT) "
-    "WHERE NOT EXISTS (SELECT 1 FROM privacy_state p WHERE p.subject = CAST(:subject AS VARCHAR(32)) "
-    "AND p.erased_at_us >= CAST(:created_at_us AS BIGINT)) "
-    "ON CONFLICT DO NOTHING"
-)
-
 
 def writer_limits() -> PoolLimits:
     """The background writer's pool: small, with timeouts short enough to fail over to the spool."""
@@ -58,7 +48,7 @@ class LedgerStore:
         """Store one batch in one transaction: data keys first, then records, then checkpoints."""
         with self.store.ready().begin() as conn:
             if keys:
-                conn.execute(_KEY_INSERT, [dict(k) for k in keys])
+                self.store.backend.insert_keys(conn, [dict(k) for k in keys])
             if records:
                 if idempotent:
                     self._insert_ignoring(

@@ -63,6 +63,10 @@ class Backend(Protocol):
 
     def analyze(self, conn: sa.Connection, table: sa.Table) -> None: ...
 
+    def insert_keys(self, conn: sa.Connection, keys: Sequence[dict[str, Any]]) -> None:
+        """Wrapped data keys, skipping duplicates and any key made before its customer's erasure."""
+        ...
+
     def pool_status(self, engine: sa.Engine) -> dict[str, int]: ...
 
 
@@ -120,6 +124,14 @@ def insert_many(
         conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in chunk])
 
 
+# A key created before its customer's erasure must never land after it (a racing writer).
+_KEY_GUARD = (
+    "WHERE NOT EXISTS (SELECT 1 FROM privacy_state p WHERE p.subject = k.subject "
+    "AND p.erased_at_us >= k.created_at_us) ON CONFLICT DO NOTHING"
+)
+_KEY_COLUMNS = ("subject", "epoch", "writer_id", "wrapped", "created_at_us")
+
+
 class SqliteBackend:
     """Embedded SQLite file: chunked executemany, file-lock timeout, a bounded pool."""
 
@@ -155,6 +167,14 @@ class SqliteBackend:
 
     def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
         """Nothing to do: SQLite's planner reads the index, not table statistics, for our joins."""
+
+    def insert_keys(self, conn: sa.Connection, keys: Sequence[dict[str, Any]]) -> None:
+        statement = sa.text(
+            "INSERT INTO customer_keys (subject, epoch, writer_id, wrapped, created_at_us) SELECT * FROM "
+            "(SELECT :subject AS subject, :epoch AS epoch, :writer_id AS writer_id, :wrapped AS wrapped, "
+            f":created_at_us AS created_at_us) AS k {_KEY_GUARD}"
+        )
+        conn.execute(statement, list(keys))
 
     def pool_status(self, engine: sa.Engine) -> dict[str, int]:
         return queue_pool_status(engine)
@@ -194,6 +214,17 @@ class PostgresBackend:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def insert_keys(self, conn: sa.Connection, keys: Sequence[dict[str, Any]]) -> None:
+        """One statement per batch: the keys travel as arrays (a customer's first records are common)."""
+        columns = {name: [k[name] for k in keys] for name in _KEY_COLUMNS}
+        statement = sa.text(
+            "INSERT INTO customer_keys (subject, epoch, writer_id, wrapped, created_at_us) "
+            "SELECT * FROM unnest(CAST(:subject AS varchar[]), CAST(:epoch AS integer[]), "
+            "CAST(:writer_id AS varchar[]), CAST(:wrapped AS bytea[]), CAST(:created_at_us AS bigint[])) "
+            f"AS k(subject, epoch, writer_id, wrapped, created_at_us) {_KEY_GUARD}"
+        )
+        conn.execute(statement, columns)
 
     def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses their size.
