@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+import redis
 import sqlalchemy as sa
 
 from churnops.core.synthetic import generate_customers
@@ -30,7 +31,7 @@ from churnops.io.datasets import write_table
 from churnops.jobs import audit
 from churnops.settings import Settings
 from tests.pg import proxied, throwaway_database
-from tests.servers import ChurnopsServer, start_churnops, stop_churnops
+from tests.servers import ChurnopsServer, RedisServer, start_churnops, stop_churnops
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -210,11 +211,56 @@ def test_sigkill_under_load_loses_at_most_the_documented_window(
     new = {pid for pid in stored_ids(prepared.url) if pid not in before}
     lost = answered - new  # (records of requests whose answer the kill cut off are kept, harmlessly)
     window = [pid for t, status, pid in clients.answers if status == 200 and t >= killed - 0.5]
-    print(
-        f"\n{durability}: {len(answered)} answered, {len(lost)} lost (in the last 0.5 s: {len(window)})"
-    )
+    print(f"\n{durability}: {len(answered)} answered, {len(lost)} lost (in the last 0.5 s: {len(window)})")
     if durability == "sync":
         assert lost == set()
     else:
         assert lost <= set(window)  # only records of the last flush interval and write can be lost
     assert verify(prepared).ok  # a chain cut after its last checkpoint still verifies
+
+
+def test_erasure_end_to_end_on_postgres_and_redis_with_two_workers(
+    prepared: Prepared, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    env = _env(prepared.home, prepared.url) | {"REDIS_URL": redis_server.url}
+    materialize = [sys.executable, "-m", "churnops", "features", "materialize"]
+    done = subprocess.run(materialize, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    customer = prepared.ids[7]
+    server = start_churnops(prepared.home, tmp_path / "serve.log", workers=2, env=env)
+    try:
+        workers = set()
+        for _ in range(30):  # fresh connections spread over both workers
+            response = httpx.post(f"{server.url}/v1/predict", json={"customer_id": customer}, timeout=5)
+            assert response.status_code == 200
+            workers.add(response.headers["x-request-id"].split("-")[0])
+        assert len(workers) == 2
+        time.sleep(0.5)
+        exported = httpx.get(f"{server.url}/v1/privacy/customers/{customer}", timeout=10).json()
+        assert exported["online_features"]
+        assert exported["offline_features"]
+        assert exported["predictions"]
+        client = redis.Redis.from_url(redis_server.url)
+        assert any(customer.encode() in key for key in client.scan_iter(count=10_000))
+
+        erased = httpx.delete(f"{server.url}/v1/privacy/customers/{customer}", timeout=10)
+        assert erased.status_code == 200, erased.text
+        started = time.monotonic()
+        answered_404: set[str] = set()
+        while time.monotonic() - started < 2.0 and len(answered_404) < 2:
+            response = httpx.post(f"{server.url}/v1/predict", json={"customer_id": customer}, timeout=5)
+            if response.status_code == 404:
+                answered_404.add(response.headers["x-request-id"].split("-")[0])
+        assert answered_404 == workers, "every worker refuses the erased customer within 2 s"
+        for _ in range(20):
+            response = httpx.post(f"{server.url}/v1/predict", json={"customer_id": customer}, timeout=5)
+            assert response.status_code == 404
+        assert not any(customer.encode() in key for key in client.scan_iter(count=10_000))
+        after = httpx.get(f"{server.url}/v1/privacy/customers/{customer}", timeout=10).json()
+        assert after["erased"] is True
+        assert set(after) == {"customer_id", "subject", "erased", "erased_at", "tombstone", "retained"}
+        client.close()
+    finally:
+        assert stop_churnops(server) == 0
+    result = verify(prepared)
+    assert result.ok, result.summary()

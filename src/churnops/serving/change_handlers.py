@@ -19,12 +19,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRIVACY = "privacy"
+SECOND_PASS_S = 1.0
 
 
 def follow_changes(state: ServiceState, follower: ChangeFollower) -> None:
     async def on_privacy(payload: dict[str, Any]) -> None:
         if payload.get("action") == "erase":
-            await forget_subject(state, str(payload["subject"]))
+            subject = str(payload["subject"])
+            await forget_subject(state, subject)
+            # Reads that were in flight during the erasure may have cached the vector again: look twice.
+            asyncio.get_running_loop().call_later(
+                SECOND_PASS_S, lambda: asyncio.ensure_future(forget_subject(state, subject))
+            )
 
     follower.on(PRIVACY, on_privacy)
 

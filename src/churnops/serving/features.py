@@ -155,6 +155,7 @@ class RedisFeatures:
         self.cache_max = cache_max
         self.failures = failures
         self.cache: dict[str, tuple[float, Mapping[str, Any]]] = {}
+        self.forgotten: set[str] = set()  # erased customers: never cached again by this process
         self.errors = 0
         self.fallbacks = 0
 
@@ -205,6 +206,8 @@ class RedisFeatures:
         return vector, SOURCE_OFFLINE
 
     def _remember(self, customer_id: str, vector: Mapping[str, Any], now: float) -> None:
+        if customer_id in self.forgotten:
+            return
         if len(self.cache) >= self.cache_max:
             self.cache.clear()  # cheap bound: a cache refills in one TTL
         self.cache[customer_id] = (now + self.cache_ttl_s, vector)

@@ -37,7 +37,7 @@ async def erase(request: Request, state: StateDep, customer_id: str = CustomerId
     """Erase the customer everywhere; the ledger keeps a tombstone and still verifies (GDPR Art. 17)."""
     privacy = state.privacy()
     result = await asyncio.to_thread(erase_customer, privacy, customer_id, principal_id(request.scope))
-    await forget_subject(state, result["subject"])  # this worker at once; the others via the change feed
+    await forget_subject(state, result["subject"])  # this worker at once; all of them via the change feed
     return _action(result)
 
 
