@@ -246,15 +246,17 @@ def test_erasure_end_to_end_on_postgres_and_redis_with_two_workers(
         erased = httpx.delete(f"{server.url}/v1/privacy/customers/{customer}", timeout=10)
         assert erased.status_code == 200, erased.text
         started = time.monotonic()
-        answered_404: set[str] = set()
-        while time.monotonic() - started < 2.0 and len(answered_404) < 2:
+        seen: list[tuple[float, str, int]] = []
+        time.sleep(2.0)  # the contract: every worker and replica within 2 s
+        while len({w for _, w, _ in seen}) < 2 and time.monotonic() - started < 10:
             response = httpx.post(f"{server.url}/v1/predict", json={"customer_id": customer}, timeout=5)
-            if response.status_code == 404:
-                answered_404.add(response.headers["x-request-id"].split("-")[0])
-        assert answered_404 == workers, "every worker refuses the erased customer within 2 s"
+            worker = response.headers["x-request-id"].split("-")[0]
+            seen.append((time.monotonic() - started, worker, response.status_code))
+        assert {w for _, w, _ in seen} == workers
+        assert all(status == 404 for _, _, status in seen), seen
         for _ in range(20):
             response = httpx.post(f"{server.url}/v1/predict", json={"customer_id": customer}, timeout=5)
-            assert response.status_code == 404
+            assert response.status_code == 404, (response.headers["x-request-id"], response.text)
         assert not any(customer.encode() in key for key in client.scan_iter(count=10_000))
         after = httpx.get(f"{server.url}/v1/privacy/customers/{customer}", timeout=10).json()
         assert after["erased"] is True

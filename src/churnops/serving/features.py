@@ -218,17 +218,19 @@ class RedisFeatures:
         vector = self.stale.get(customer_id)
         if vector is not None:
             return vector, SOURCE_STALE
+        if customer_id in self.forgotten:  # erased: no default vector either, only request features
+            return None, SOURCE_STALE
         return DEFAULT_VECTOR, SOURCE_DEFAULT
 
     def entity_ids(self) -> list[str]:
         return list({*list(self.cache), *list(self.stale)})  # list(dict): an atomic snapshot
 
     def forget(self, customer_ids: Sequence[str]) -> int:
+        self.forgotten.update(customer_ids)  # a read in flight during the erasure must not re-cache them
         removed = 0
         for customer in customer_ids:
-            removed += (self.cache.pop(customer, None) is not None) + (
-                self.stale.pop(customer, None) is not None
-            )
+            removed += self.cache.pop(customer, None) is not None
+            removed += self.stale.pop(customer, None) is not None
         return removed
 
     def stats(self) -> dict[str, int]:
