@@ -126,3 +126,14 @@ def mlflow_at(uri: str) -> Iterator[None]:
                 os.environ.pop("MLFLOW_REGISTRY_URI", None)
             else:
                 os.environ["MLFLOW_REGISTRY_URI"] = previous_env
+
+
+def service_state(asgi_app: Any) -> Any:
+    """The ServiceState of a served ASGI stack: walk the wrapping layers down to FastAPI."""
+    layer = asgi_app
+    for _ in range(10):
+        state = getattr(getattr(layer, "state", None), "service", None)
+        if state is not None:
+            return state
+        layer = getattr(layer, "app", None)
+    raise AssertionError("no ServiceState under this ASGI stack (is the lifespan running?)")

@@ -199,3 +199,50 @@ def test_opted_out_customers_leave_the_next_training_set(
     assert meta["excluded_customers"] >= 5  # the opted out, plus anyone erased above
     kept = set(pd.read_parquet(tmp_path / "wd" / "snapshot.parquet")["customer_id"])
     assert not kept & set(ids[40:45])
+
+
+def test_purge_shreds_payloads_of_periods_past_retention(settings: Settings, ids: list[str]) -> None:
+    """Records of a key period that ended before the retention cut lose their payload; newer ones
+    keep theirs, and the chain still verifies."""
+    from churnops.core.ledger import Chain, RecordIds, sign_checkpoint
+    from churnops.core.ledger_rows import Prediction, Sealer
+    from churnops.io.ledger_store import LedgerStore
+    from churnops.io.secrets import load_secrets
+    from churnops.io.sql_store import SqlStore
+    from churnops.jobs.privacy import export_customer, open_privacy, purge
+
+    keys = load_secrets(settings)
+    store = LedgerStore(SqlStore(settings.sql_store_url))
+    sealer = Sealer(Chain("purge-test"), keys.pseudonym_key, keys.feature_key, keys.wrapping_key, 7)
+    now_us, record_ids = time.time_ns() // 1000, RecordIds()
+    customer = ids[50]
+    made = {}
+    for age_days in (60, 0):
+        at_us = now_us - age_days * 86_400_000_000
+        prediction = Prediction(
+            record_ids.next(), at_us, "r", customer, None, "churn-synthetic", "1", "champion", None, None,
+            "served", 0.5, True, 0.1, [("contract", 0.2)], "online_store", {"contract": "Month-to-month"},
+        )  # fmt: skip
+        row = sealer.prediction_row(prediction)
+        made[age_days] = row[0]
+        checkpoint = sign_checkpoint(
+            keys.checkpoint_key, "purge-test", sealer.chain.seq, sealer.chain.head, at_us
+        )
+        store.append([row], sealer.take_new_keys(), [checkpoint.as_row()])
+    with open_privacy(settings) as privacy:
+        before = {
+            p["prediction_id"]: p["features"] for p in export_customer(privacy, customer)["predictions"]
+        }
+        result = purge(privacy, 30, 7, "test")
+        after = {p["prediction_id"]: p["features"] for p in export_customer(privacy, customer)["predictions"]}
+    assert before[made[60]] == {"contract": "Month-to-month"}
+    assert result["data_keys_destroyed"] >= 1
+    assert after[made[60]] is None  # shredded
+    assert after[made[0]] == {"contract": "Month-to-month"}  # inside retention: still readable
+    assert audit.verify(settings).ok
+
+
+def _predictions(privacy: object, customer: str) -> list[dict]:
+    from churnops.jobs.privacy import export_customer
+
+    return list(export_customer(privacy, customer)["predictions"])  # type: ignore[arg-type]

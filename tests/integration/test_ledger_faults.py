@@ -266,3 +266,42 @@ def test_erasure_end_to_end_on_postgres_and_redis_with_two_workers(
         assert stop_churnops(server) == 0
     result = verify(prepared)
     assert result.ok, result.summary()
+
+
+def test_the_ledger_tables_are_append_only_on_postgres(prepared: Prepared) -> None:
+    import psycopg
+
+    from tests.pg import connect
+
+    with connect(prepared.url) as conn:
+        for statement in (
+            "UPDATE ledger_records SET probability = 0.5",
+            "DELETE FROM ledger_records",
+            "TRUNCATE ledger_records",
+            "DELETE FROM ledger_checkpoints",
+            "UPDATE feedback_labels SET churned = NOT churned",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+
+
+def test_an_erasure_whose_event_cannot_be_written_is_not_carried_out(prepared: Prepared) -> None:
+    customer = prepared.ids[11]
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    env = _env(prepared.home, proxied(prepared.url, proxy.port))
+    cli = [sys.executable, "-m", "churnops", "privacy"]
+    try:
+        proxy.cut()
+        erase = [*cli, "erase", "--customer", customer]
+        refused = subprocess.run(erase, env=env, capture_output=True, text=True, timeout=120, check=False)
+        proxy.restore()
+        export = [*cli, "export", "--customer", customer]
+        exported = subprocess.run(export, env=env, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        proxy.stop()
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith("error: database unreachable"), refused.stderr[-500:]
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert exported.returncode == 0, exported.stderr[-500:]
+    assert '"erased": false' in exported.stdout  # nothing was erased: no event, no action
+    assert '"offline_features": [' in exported.stdout

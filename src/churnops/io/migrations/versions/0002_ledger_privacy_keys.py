@@ -47,7 +47,6 @@ def downgrade() -> None:
     for table in APPEND_ONLY:
         if dialect == "postgresql":
             op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
-            op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         elif dialect == "sqlite":
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
@@ -167,13 +166,9 @@ def _append_only(dialect: str) -> None:
             "RAISE EXCEPTION 'churnops: % is append-only (% refused)', TG_TABLE_NAME, TG_OP "
             "USING ERRCODE = 'insufficient_privilege'; END $$"
         )
-        for table in APPEND_ONLY:
+        for table in APPEND_ONLY:  # per statement: refused even when it would touch no row
             op.execute(
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION churnops_append_only()"
-            )
-            op.execute(
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION churnops_append_only()"
             )
     elif dialect == "sqlite":
