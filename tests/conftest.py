@@ -21,7 +21,15 @@ from churnops.jobs.workdir import Workdir
 from churnops.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-TELCO_CSV = REPO.parent / "shared" / "data" / "telco_churn.csv"
+# The shared data directory sits beside the checkout (or beside the worktrees' directory).
+TELCO_CSV = next(
+    (
+        p / "shared/data/telco_churn.csv"
+        for p in REPO.parents
+        if (p / "shared/data/telco_churn.csv").is_file()
+    ),
+    REPO.parent / "shared" / "data" / "telco_churn.csv",
+)
 
 # Quick candidates for tests: the same kinds as params.yaml, fewer rounds.
 FAST_TRAINING = {
@@ -41,6 +49,7 @@ FAST_TRAINING = {
         },
     ],
     "budget_seconds": 120,
+    "search": {"enabled": False},  # tests about the search switch it on themselves
 }
 
 

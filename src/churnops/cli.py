@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -138,13 +138,20 @@ def pipeline_run(
     params: ParamsOption = None,
     workdir: WorkdirOption = None,
     rows: Annotated[int, typer.Option(min=100, help="Rows to generate when --data is not given.")] = 20_000,
+    search: Annotated[
+        Literal["on", "off"] | None,
+        typer.Option(help="Hyperparameter search [default: params.yaml training.search.enabled]."),
+    ] = None,
 ) -> None:
     """Run ingest, validate, featurize, train, evaluate and register in one go."""
+    from churnops.core.params import with_search
     from churnops.io.datasets import load_params, load_spec
 
     settings, console = _settings(), _console()
     _configure_logging(settings, console)
     spec_obj, params_obj = load_spec(spec), load_params(params)
+    if search is not None:
+        params_obj = with_search(params_obj, search == "on")
     if data is None:
         data = _default_data(settings, spec_obj.name, rows)
     result = _run_with_progress(data, spec_obj, params_obj, settings, workdir, console)
@@ -467,6 +474,7 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the service.")] = 8000,
 ) -> None:
     """Everything on embedded defaults: generate data, run the pipeline, then serve the champion."""
+    from churnops.core.params import with_search
     from churnops.io.datasets import load_params, load_spec
     from churnops.jobs.generate import generate
 
@@ -474,7 +482,8 @@ def demo(
     _configure_logging(settings, console)
     data = settings.ensure_home() / "data" / f"demo-{rows}.csv"
     generate(rows, 42, data)
-    result = _run_with_progress(data, load_spec("synthetic"), load_params(None), settings, None, console)
+    params = with_search(load_params(None), False)  # the demo stays quick: fixed parameters
+    result = _run_with_progress(data, load_spec("synthetic"), params, settings, None, console)
     _print_summary(result, console)
     workdir = settings.home / "pipeline"
     console.print(f"model card: {workdir / 'evaluation' / 'model_card.md'}")

@@ -124,6 +124,7 @@ class TrainedCandidate:
     best_iteration: int | None = None
     stopped_by_budget: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    config: CandidateParams | None = None  # the parameters it was fitted with (searched or default)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def fit_candidate(candidate: CandidateParams, data: TrainingData, deadline: floa
         seconds=time.perf_counter() - started,
         best_iteration=best_iteration,
         stopped_by_budget=by_budget,
+        config=candidate,
     )
 
 

@@ -17,6 +17,9 @@ feature)`. `schedule` holds the roots (deepest tree first), each tree's position
 order and how many trees are still walking at each depth: rows without missing values step
 all trees level by level without branches; rows with NaN (or LightGBM's near-zero values)
 take the exact per-node rule of the engine (missing_type, default_left).
+
+A calibrated classifier's map (`core.calibration`) is applied to the probability in the same
+kernels (`_calibrate`); the contributions stay in the uncalibrated log-odds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from churnops.core.calibration import EPS as _CAL_EPS
+from churnops.core.calibration import IDENTITY, CalibratedClassifier, Calibration
 from churnops.core.candidates import Classifier, LightGBMClassifier, LinearClassifier, XGBoostClassifier
 
 logger = logging.getLogger(__name__)
@@ -93,6 +98,32 @@ def _needs_exact_walk(row: FloatArray, snap: bool) -> bool:
 
 
 @_kernel()
+def _calibrate(p: float, calib: FloatArray) -> float:
+    """The bundle's calibration map (`Calibration.kernel_args`): identity, Platt or centred isotonic."""
+    code = calib[0]
+    if code == 0.0:
+        return p
+    if code == 1.0:
+        q = min(max(p, _CAL_EPS), 1.0 - _CAL_EPS)
+        return 1.0 / (1.0 + math.exp(-(calib[1] * math.log(q / (1.0 - q)) + calib[2])))
+    n = int(calib[3])
+    xs, ys = calib[4 : 4 + n], calib[4 + n : 4 + 2 * n]
+    if p <= xs[0]:
+        return float(ys[0])
+    if p >= xs[n - 1]:
+        return float(ys[n - 1])
+    lo, hi = 0, n - 1  # xs[lo] < p < xs[hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if xs[mid] <= p:
+            lo = mid
+        else:
+            hi = mid
+    # np.interp's formula, so the bundle's numpy path and this kernel agree to the last bits.
+    return float(ys[lo] + (p - xs[lo]) * ((ys[hi] - ys[lo]) / (xs[hi] - xs[lo])))
+
+
+@_kernel()
 def _forest_row(
     row: FloatArray,
     out: FloatArray,
@@ -134,17 +165,24 @@ def _forest_row(
 
 
 @_kernel()
-def _forest_one(row: FloatArray, out: FloatArray, *args: Any) -> float:
-    return _forest_row(row, out, np.empty(args[4], np.int32), *args)
+def _forest_one(row: FloatArray, out: FloatArray, calib: FloatArray, *args: Any) -> float:
+    return _calibrate(_forest_row(row, out, np.empty(args[4], np.int32), *args), calib)
 
 
 @_kernel(parallel=True)
-def _forest_batch(matrix: FloatArray, proba: FloatArray, contrib: FloatArray, *args: Any) -> None:
+def _forest_batch(
+    matrix: FloatArray, proba: FloatArray, contrib: FloatArray, calib: FloatArray, *args: Any
+) -> None:
     n = matrix.shape[0]
     for chunk in numba.prange((n + _CHUNK - 1) // _CHUNK):
         cur = np.empty(args[4], np.int32)
         for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            proba[i] = _forest_row(matrix[i], contrib[i], cur, *args)
+            proba[i] = _calibrate(_forest_row(matrix[i], contrib[i], cur, *args), calib)
+
+
+@_kernel()
+def _linear_one(row: FloatArray, out: FloatArray, calib: FloatArray, *args: Any) -> float:
+    return _calibrate(_linear_row(row, out, *args), calib)
 
 
 @_kernel()
@@ -210,6 +248,7 @@ def _forest_reasons(
     out_index: NDArray[np.int64],
     out_value: FloatArray,
     name_rank: NDArray[np.int64],
+    calib: FloatArray,
     *args: Any,
 ) -> None:
     """One thread: probability and top-k reasons per row; contributions live in one scratch row."""
@@ -217,7 +256,7 @@ def _forest_reasons(
     scratch = np.empty(name_rank.shape[0])
     for i in range(matrix.shape[0]):
         scratch[:] = 0.0
-        proba[i] = _forest_row(matrix[i], scratch, cur, *args)
+        proba[i] = _calibrate(_forest_row(matrix[i], scratch, cur, *args), calib)
         _row_top_k(scratch, name_rank, out_index[i], out_value[i])
 
 
@@ -228,19 +267,22 @@ def _linear_reasons(
     out_index: NDArray[np.int64],
     out_value: FloatArray,
     name_rank: NDArray[np.int64],
+    calib: FloatArray,
     *args: Any,
 ) -> None:
     scratch = np.empty(name_rank.shape[0])
     for i in range(matrix.shape[0]):
         scratch[:] = 0.0
-        proba[i] = _linear_row(matrix[i], scratch, *args)
+        proba[i] = _calibrate(_linear_row(matrix[i], scratch, *args), calib)
         _row_top_k(scratch, name_rank, out_index[i], out_value[i])
 
 
 @_kernel(parallel=True)
-def _linear_batch(matrix: FloatArray, proba: FloatArray, contrib: FloatArray, *args: Any) -> None:
+def _linear_batch(
+    matrix: FloatArray, proba: FloatArray, contrib: FloatArray, calib: FloatArray, *args: Any
+) -> None:
     for i in numba.prange(matrix.shape[0]):
-        proba[i] = _linear_row(matrix[i], contrib[i], *args)
+        proba[i] = _calibrate(_linear_row(matrix[i], contrib[i], *args), calib)
 
 
 @_kernel()
@@ -260,14 +302,17 @@ def _top_k(values: FloatArray, rank: NDArray[np.int64], k: int) -> NDArray[np.in
 
 _KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None], Callable[..., None]]] = {
     "forest": (_forest_one, _forest_batch, _forest_reasons),
-    "linear": (_linear_row, _linear_batch, _linear_reasons),
+    "linear": (_linear_one, _linear_batch, _linear_reasons),
 }
 
 
 class FastModel:
     """Probability + raw-feature contributions from a fitted Classifier, without pandas or its predict.
 
-    Contributions are in log-odds; `bias + contributions.sum()` is the model's raw margin.
+    Probabilities are calibrated when the classifier is (a `CalibratedClassifier`: the map runs in
+    the kernels). Contributions are in the uncalibrated log-odds: `bias + contributions.sum()` is
+    the base model's raw margin; calibration is monotone, so it never reorders customers and the
+    reasons keep their sign and order.
     """
 
     def __init__(
@@ -278,10 +323,13 @@ class FastModel:
         n_outputs: int,
         bias: float,
         args: tuple[Any, ...],
+        calibration: Calibration = IDENTITY,
     ) -> None:
         self.kind = kind
         self.raw_features: tuple[str, ...] = tuple(raw_features)
         self.bias = bias
+        self.calibration = calibration
+        self._calib = calibration.kernel_args()
         self._family = family
         self._args = args
         self._row_shape = (n_outputs,)
@@ -296,29 +344,31 @@ class FastModel:
         cls, classifier: Classifier, output_sources: Sequence[tuple[str, ...]], raw_features: Sequence[str]
     ) -> FastModel:
         """Compile a fitted classifier; output column j is fed by the raw features `output_sources[j]`."""
+        calibration = IDENTITY
+        if isinstance(classifier, CalibratedClassifier):
+            calibration = classifier.calibration
+            classifier = classifier.base
         weights = _source_weights(output_sources, raw_features)
+        n_outputs = len(output_sources)
         if isinstance(classifier, LinearClassifier):
-            return cls(
-                classifier.kind,
-                "linear",
-                raw_features,
-                len(output_sources),
-                *_linear_args(classifier, weights),
-            )
+            bias, args = _linear_args(classifier, weights)
+            return cls(classifier.kind, "linear", raw_features, n_outputs, bias, args, calibration)
         if isinstance(classifier, LightGBMClassifier):
             forest = _lightgbm_forest(classifier, weights)
         elif isinstance(classifier, XGBoostClassifier):
             forest = _xgboost_forest(classifier, weights)
         else:
             raise ValueError(f"FastModel cannot compile a classifier of kind {classifier.kind!r}")
-        return cls(classifier.kind, "forest", raw_features, len(output_sources), forest.bias, forest.args())
+        return cls(
+            classifier.kind, "forest", raw_features, n_outputs, forest.bias, forest.args(), calibration
+        )
 
     def score_one(self, row: FloatArray) -> tuple[float, FloatArray]:
         """Probability and per-raw-feature contributions for one transformed row (`transform_one`)."""
         if row.shape != self._row_shape:
             raise ValueError(f"row must have shape {self._row_shape}, got {row.shape}")
         out = np.zeros(self._n_raw)
-        return self._one(row, out, *self._args), out
+        return self._one(row, out, self._calib, *self._args), out
 
     def score_batch(self, matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Probabilities (n,) and contributions (n, R) for a transformed matrix, in parallel over rows."""
@@ -327,7 +377,7 @@ class FastModel:
             raise ValueError(f"matrix must have shape (n, {self._row_shape[0]}), got {matrix.shape}")
         proba = np.empty(matrix.shape[0])
         contrib = np.zeros((matrix.shape[0], self._n_raw))
-        self._batch(matrix, proba, contrib, *self._args)
+        self._batch(matrix, proba, contrib, self._calib, *self._args)
         return proba, contrib
 
     def score_reasons(
@@ -343,7 +393,7 @@ class FastModel:
         proba = np.empty(matrix.shape[0])
         index = np.empty((matrix.shape[0], k), dtype=np.int64)
         top = np.empty((matrix.shape[0], k), dtype=np.float64)
-        self._reasons(matrix, proba, index, top, self._name_rank, *self._args)
+        self._reasons(matrix, proba, index, top, self._name_rank, self._calib, *self._args)
         return proba, index, top
 
     def top_reasons(self, contributions: FloatArray, k: int = 3) -> list[tuple[str, float]]:
@@ -393,6 +443,8 @@ class FastModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "_calib" not in state:  # pickled before calibration existed (model cache format 1)
+            self.calibration, self._calib = IDENTITY, IDENTITY.kernel_args()
         self._one, self._batch, self._reasons = _KERNELS[self._family]
 
 
