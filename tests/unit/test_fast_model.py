@@ -12,6 +12,7 @@ import pytest
 import xgboost as xgb
 from numpy.typing import NDArray
 
+from churnops.core.calibration import calibrated, fit_calibration
 from churnops.core.candidates import (
     Classifier,
     LightGBMClassifier,
@@ -393,3 +394,41 @@ def test_pickle_round_trip(models: dict[str, tuple[Classifier, FastModel]], prep
         np.testing.assert_array_equal(
             copy.score_batch(prepared.x[:50])[1], fast.score_batch(prepared.x[:50])[1]
         )
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_calibrated_model_scores_like_the_calibrated_classifier(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared, kind: str, method: str
+) -> None:
+    """The calibration map runs in every kernel: served, batch and fused probabilities equal the
+    bundle's (library predict, then the map), while contributions stay the uncalibrated ones."""
+    classifier, plain = models[kind]
+    raw = classifier.predict_proba(prepared.x)
+    calibration = fit_calibration(method, prepared.y, raw)  # type: ignore[arg-type]
+    wrapped = calibrated(classifier, calibration)
+    fast = FastModel.build(wrapped, prepared.transformer.output_sources, prepared.spec.feature_columns)
+    expected = wrapped.predict_proba(prepared.x)
+    assert fast.calibration.method == method
+    assert np.abs(expected - raw).max() > 0.01  # the map does move probabilities
+    proba, contributions = fast.score_batch(prepared.x)
+    singles = np.array([fast.score_one(row)[0] for row in prepared.x[:300]])
+    fused, _, _ = fast.score_reasons(prepared.x, 3)
+    tolerance = PROBA_TOLERANCE[kind]
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(singles, expected[:300], rtol=0, atol=tolerance)
+    np.testing.assert_array_equal(fused, proba)
+    np.testing.assert_array_equal(contributions, plain.score_batch(prepared.x)[1])
+    restored = pickle.loads(pickle.dumps(fast))
+    np.testing.assert_array_equal(restored.score_batch(prepared.x[:50])[0], proba[:50])
+
+
+def test_a_fast_model_pickled_before_calibration_loads_uncalibrated(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared
+) -> None:
+    _, fast = models["lightgbm"]
+    state = fast.__getstate__()
+    del state["_calib"], state["calibration"]
+    old = FastModel.__new__(FastModel)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.score_batch(prepared.x[:20])[0], fast.score_batch(prepared.x[:20])[0])

@@ -138,14 +138,17 @@ def _search_family(
         sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=5),
         pruner=_pruner(search),
     )
+    # Trial 0 is the candidate exactly as configured, the next the previous champion's configuration:
+    # they draw no other parameter (one the candidate leaves unset keeps the library's default).
     default = within(space, candidate.params)
-    study.enqueue_trial(default, user_attrs={"source": DEFAULT})
+    study.enqueue_trial(default, user_attrs={"source": DEFAULT, "fixed": sorted(default)})
     champion = within(space, warm or {})
     if champion and champion != default:
-        study.enqueue_trial(champion, user_attrs={"source": CHAMPION})
+        study.enqueue_trial(champion, user_attrs={"source": CHAMPION, "fixed": sorted(champion)})
 
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, space)
+        fixed = trial.user_attrs.get("fixed")
+        values = suggest(trial, space if fixed is None else {k: space[k] for k in fixed})
 
         def report(fold: int, mean: float) -> None:
             trial.report(mean, fold)
@@ -153,9 +156,8 @@ def _search_family(
                 raise optuna.TrialPruned()
 
         try:
-            scores = score_folds(
-                with_params(candidate, values), data.x_fit, data.y_fit, folds, metric, family_deadline, report
-            )
+            config = with_params(candidate, _one_thread(candidate) | values)
+            scores = score_folds(config, data.x_fit, data.y_fit, folds, metric, family_deadline, report)
         except OutOfTime as err:
             trial.set_user_attr("out_of_time", True)
             raise optuna.TrialPruned(str(err)) from err
@@ -245,6 +247,20 @@ def _record(trial: Any) -> TrialRecord:
         started=start.timestamp() if start else time.time(),
         seconds=(end - start).total_seconds() if start and end else 0.0,
     )
+
+
+_THREAD_PARAMS = {"lightgbm": "num_threads", "xgboost": "nthread"}
+_THREAD_ALIASES = {"num_threads", "num_thread", "nthread", "nthreads", "n_jobs"}
+
+
+def _one_thread(candidate: CandidateParams) -> dict[str, Any]:
+    """Trials fit small folds one after another: one thread each. OpenMP's second thread costs more
+    than it gives on a few thousand rows, and on a shared, busy machine its spin-waits made a fold
+    4-7x slower (measured); a thread count the candidate sets itself is kept."""
+    name = _THREAD_PARAMS.get(candidate.kind)
+    if name is None or _THREAD_ALIASES & set(candidate.params):
+        return {}
+    return {name: 1}
 
 
 def _pruner(search: SearchParams) -> Any:
