@@ -90,18 +90,33 @@ def compare(data: Path, spec: str, params: Params, tmp: Path, label: str) -> tup
     columns = ("val def", "val srch", "hold def", "hold srch")
     print(f"  {'family':10} " + " ".join(f"{c:>9}" for c in columns) + f" {'trials':>6}  outcome")
     for name, entry in searched.training["candidates"].items():
-        before = default.training["candidates"][name]["validation"]["roc_auc"]
+        before = _auc(default.training, name, "validation")
         after = entry["validation"]["roc_auc"]
-        hold_before = default.evaluation["candidates"][name]["holdout"]["roc_auc"]
+        hold_before = _auc(default.evaluation, name, "holdout")
         hold_after = searched.evaluation["candidates"][name]["holdout"]["roc_auc"]
         info = entry.get("search") or {}
+        outcome = info.get("outcome", "not searched")
+        if entry.get("blend"):
+            outcome = "blend " + ", ".join(f"{n} {w:.2f}" for n, w in entry["blend"]["weights"].items())
         print(
             f"  {name:10} {before:9.4f} {after:9.4f} {hold_before:9.4f} {hold_after:9.4f} "
-            f"{info.get('trials', 0):6d}  {info.get('outcome', 'not searched')}"
+            f"{info.get('trials', 0):6d}  {outcome}"
         )
+    blend_info = {
+        r: x.training["candidates"].get("blend") for r, x in (("default", default), ("search", searched))
+    }
+    print("  blend kept: " + ", ".join(f"{r} run {'yes' if b else 'no'}" for r, b in blend_info.items()))
     for label_, r in (("default", default), ("searched", searched)):
         champion(label_, r)
     return default, searched
+
+
+def _auc(report: dict[str, Any], name: str, part: str) -> float:
+    """A candidate's ROC AUC on validation (training report) or holdout (evaluation), NaN if absent."""
+    entry = report["candidates"].get(name)
+    if entry is None:
+        return float("nan")
+    return float(entry[part]["roc_auc"])
 
 
 def champion(label: str, r: Run) -> None:

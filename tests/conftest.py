@@ -49,7 +49,8 @@ FAST_TRAINING = {
         },
     ],
     "budget_seconds": 120,
-    "search": {"enabled": False},  # tests about the search switch it on themselves
+    "search": {"enabled": False},  # tests about the search or the blend switch them on themselves
+    "blend": False,
 }
 
 

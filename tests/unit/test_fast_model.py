@@ -12,6 +12,7 @@ import pytest
 import xgboost as xgb
 from numpy.typing import NDArray
 
+from churnops.core.blend import BlendClassifier
 from churnops.core.calibration import calibrated, fit_calibration
 from churnops.core.candidates import (
     Classifier,
@@ -432,3 +433,40 @@ def test_a_fast_model_pickled_before_calibration_loads_uncalibrated(
     old = FastModel.__new__(FastModel)
     old.__setstate__(state)
     np.testing.assert_array_equal(old.score_batch(prepared.x[:20])[0], fast.score_batch(prepared.x[:20])[0])
+
+
+@pytest.mark.parametrize("tree", ["lightgbm", "xgboost"])
+def test_a_blend_compiles_to_one_kernel_with_exact_reasons(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared, tree: str
+) -> None:
+    """A log-odds blend of the linear model and a forest: probabilities as the library computes them,
+    contributions the weighted sum of the members' (bias + contributions = the blend's margin)."""
+    linear, tree_model = models["logistic_regression"][0], models[tree][0]
+    assert isinstance(linear, LinearClassifier)
+    mixed = BlendClassifier(linear, tree_model, (0.35, 0.65), ("logreg", tree))  # type: ignore[arg-type]
+    fast = FastModel.build(mixed, prepared.transformer.output_sources, prepared.spec.feature_columns)
+    x = prepared.x  # transformed rows are never NaN (imputed): the linear part would turn NaN
+    tolerance = PROBA_TOLERANCE[tree]
+    proba, contributions = fast.score_batch(x)
+    np.testing.assert_allclose(proba, mixed.predict_proba(x), rtol=0, atol=tolerance)
+    np.testing.assert_allclose(
+        fast.bias + contributions.sum(axis=1), mixed.margin(x), rtol=0, atol=MARGIN_TOLERANCE[tree]
+    )
+    expected = (
+        0.35 * models["logistic_regression"][1].score_batch(x)[1] + 0.65 * models[tree][1].score_batch(x)[1]
+    )
+    np.testing.assert_allclose(contributions, expected, rtol=0, atol=1e-9)
+    singles = np.array([fast.score_one(row)[0] for row in x[:200]])
+    np.testing.assert_array_equal(singles, proba[:200])
+    fused, index, _ = fast.score_reasons(x, 3)
+    np.testing.assert_array_equal(fused, proba)
+    np.testing.assert_array_equal(index, fast.top_reason_codes(contributions, 3)[0])
+    calibration = fit_calibration("platt", prepared.y, mixed.predict_proba(x))
+    served = FastModel.build(
+        calibrated(mixed, calibration), prepared.transformer.output_sources, prepared.spec.feature_columns
+    )
+    np.testing.assert_allclose(
+        served.score_batch(x)[0], calibration.apply(mixed.predict_proba(x)), rtol=0, atol=tolerance
+    )
+    restored = pickle.loads(pickle.dumps(served))
+    np.testing.assert_array_equal(restored.score_batch(x[:20])[0], served.score_batch(x[:20])[0])

@@ -24,6 +24,7 @@ kernels (`_calibrate`); the contributions stay in the uncalibrated log-odds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -36,6 +37,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from churnops.core.blend import BlendClassifier
 from churnops.core.calibration import EPS as _CAL_EPS
 from churnops.core.calibration import IDENTITY, CalibratedClassifier, Calibration
 from churnops.core.candidates import Classifier, LightGBMClassifier, LinearClassifier, XGBoostClassifier
@@ -124,7 +126,7 @@ def _calibrate(p: float, calib: FloatArray) -> float:
 
 
 @_kernel()
-def _forest_row(
+def _forest_margin(
     row: FloatArray,
     out: FloatArray,
     cur: NDArray[np.int32],
@@ -161,7 +163,13 @@ def _forest_row(
         margin += leaves[leaf, 0]
         for r in range(out.shape[0]):
             out[r] += leaves[leaf, r + 1]
-    return 1.0 / (1.0 + math.exp(-scale * margin))
+    return scale * margin
+
+
+@_kernel()
+def _forest_row(row: FloatArray, out: FloatArray, cur: NDArray[np.int32], *args: Any) -> float:
+    """The forest's probability for one row; its path attributions are added to `out`."""
+    return 1.0 / (1.0 + math.exp(-_forest_margin(row, out, cur, *args)))
 
 
 @_kernel()
@@ -186,7 +194,7 @@ def _linear_one(row: FloatArray, out: FloatArray, calib: FloatArray, *args: Any)
 
 
 @_kernel()
-def _linear_row(
+def _linear_margin(
     row: FloatArray,
     out: FloatArray,
     mean: FloatArray,
@@ -203,7 +211,56 @@ def _linear_row(
         margin += z
         for e in range(ptr[j], ptr[j + 1]):
             out[raw_index[e]] += z * weight[e]
+    return margin
+
+
+@_kernel()
+def _linear_row(row: FloatArray, out: FloatArray, *args: Any) -> float:
+    return 1.0 / (1.0 + math.exp(-_linear_margin(row, out, *args)))
+
+
+# -- blend: a linear model and a forest, both pre-scaled by their weights, summed in log-odds ----
+
+
+@_kernel()
+def _blend_row(row: FloatArray, out: FloatArray, cur: NDArray[np.int32], linear: Any, forest: Any) -> float:
+    margin = _linear_margin(row, out, *linear) + _forest_margin(row, out, cur, *forest)
     return 1.0 / (1.0 + math.exp(-margin))
+
+
+@_kernel()
+def _blend_one(row: FloatArray, out: FloatArray, calib: FloatArray, linear: Any, forest: Any) -> float:
+    return _calibrate(_blend_row(row, out, np.empty(forest[4], np.int32), linear, forest), calib)
+
+
+@_kernel(parallel=True)
+def _blend_batch(
+    matrix: FloatArray, proba: FloatArray, contrib: FloatArray, calib: FloatArray, linear: Any, forest: Any
+) -> None:
+    n = matrix.shape[0]
+    for chunk in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        cur = np.empty(forest[4], np.int32)
+        for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            proba[i] = _calibrate(_blend_row(matrix[i], contrib[i], cur, linear, forest), calib)
+
+
+@_kernel()
+def _blend_reasons(
+    matrix: FloatArray,
+    proba: FloatArray,
+    out_index: NDArray[np.int64],
+    out_value: FloatArray,
+    name_rank: NDArray[np.int64],
+    calib: FloatArray,
+    linear: Any,
+    forest: Any,
+) -> None:
+    cur = np.empty(forest[4], np.int32)
+    scratch = np.empty(name_rank.shape[0])
+    for i in range(matrix.shape[0]):
+        scratch[:] = 0.0
+        proba[i] = _calibrate(_blend_row(matrix[i], scratch, cur, linear, forest), calib)
+        _row_top_k(scratch, name_rank, out_index[i], out_value[i])
 
 
 @_kernel()
@@ -303,6 +360,7 @@ def _top_k(values: FloatArray, rank: NDArray[np.int64], k: int) -> NDArray[np.in
 _KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None], Callable[..., None]]] = {
     "forest": (_forest_one, _forest_batch, _forest_reasons),
     "linear": (_linear_one, _linear_batch, _linear_reasons),
+    "blend": (_blend_one, _blend_batch, _blend_reasons),
 }
 
 
@@ -353,12 +411,10 @@ class FastModel:
         if isinstance(classifier, LinearClassifier):
             bias, args = _linear_args(classifier, weights)
             return cls(classifier.kind, "linear", raw_features, n_outputs, bias, args, calibration)
-        if isinstance(classifier, LightGBMClassifier):
-            forest = _lightgbm_forest(classifier, weights)
-        elif isinstance(classifier, XGBoostClassifier):
-            forest = _xgboost_forest(classifier, weights)
-        else:
-            raise ValueError(f"FastModel cannot compile a classifier of kind {classifier.kind!r}")
+        if isinstance(classifier, BlendClassifier):
+            bias, args = _blend_args(classifier, weights)
+            return cls(classifier.kind, "blend", raw_features, n_outputs, bias, args, calibration)
+        forest = _forest(classifier, weights)
         return cls(
             classifier.kind, "forest", raw_features, n_outputs, forest.bias, forest.args(), calibration
         )
@@ -461,6 +517,28 @@ def _source_weights(output_sources: Sequence[tuple[str, ...]], raw_features: Seq
             raise ValueError(f"output column {j}: sources {sources} are not all raw features")
         weights[j, [position[s] for s in unique]] = 1.0 / len(unique)
     return weights
+
+
+def _forest(classifier: Classifier, weights: FloatArray) -> _Forest:
+    if isinstance(classifier, LightGBMClassifier):
+        return _lightgbm_forest(classifier, weights)
+    if isinstance(classifier, XGBoostClassifier):
+        return _xgboost_forest(classifier, weights)
+    raise ValueError(f"FastModel cannot compile a classifier of kind {classifier.kind!r}")
+
+
+def _blend_args(classifier: BlendClassifier, weights: FloatArray) -> tuple[float, tuple[Any, ...]]:
+    """Both members with their blend weight folded in: the linear model's coefficients and intercept,
+    the forest's base and leaf rows (value and attribution), so their margins simply add."""
+    w_linear, w_tree = classifier.weights
+    linear = classifier.linear
+    scaled = dataclasses.replace(linear, coef=linear.coef * w_linear, intercept=linear.intercept * w_linear)
+    linear_bias, linear_args = _linear_args(scaled, weights)
+    forest = _forest(classifier.tree, weights)
+    forest.leaves = [leaf * w_tree for leaf in forest.leaves]
+    forest.base *= w_tree
+    forest.bias *= w_tree
+    return linear_bias + forest.bias, (linear_args, forest.args())
 
 
 def _linear_args(classifier: LinearClassifier, weights: FloatArray) -> tuple[float, tuple[Any, ...]]:

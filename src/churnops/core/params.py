@@ -273,13 +273,21 @@ class TrainingParams(BaseModel):
     budget_seconds: float = Field(600.0, gt=0)
     selection_metric: Literal["roc_auc", "pr_auc", "log_loss"] = "roc_auc"
     search: SearchParams = Field(default_factory=SearchParams)
+    # Also try a log-odds blend of the best linear and the best tree candidate (kept only when it
+    # beats the best single candidate on validation).
+    blend: bool = True
 
     @model_validator(mode="after")
     def _unique_names(self) -> TrainingParams:
         names = [c.name for c in self.candidates]
         if len(set(names)) != len(names):
             raise ValueError(f"candidates: names must be unique, got {names}")
+        if self.blend and BLEND in names:
+            raise ValueError(f"candidates: the name {BLEND!r} is the blend's (or set blend: false)")
         return self
+
+
+BLEND = "blend"  # the blend's candidate name
 
 
 def with_search(params: Params, enabled: bool) -> Params:

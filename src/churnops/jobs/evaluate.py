@@ -15,9 +15,10 @@ import pandas as pd
 from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedKFold
 
+from churnops.core.blend import BlendClassifier
 from churnops.core.bundle import ModelBundle
-from churnops.core.calibration import calibrated, choose_calibration
-from churnops.core.candidates import TrainedCandidate, refit_fixed
+from churnops.core.calibration import calibrated, choose_calibration, uncalibrated
+from churnops.core.candidates import Classifier, TrainedCandidate, refit_fixed
 from churnops.core.fairness import FairnessGap, SliceResult, bucket_numeric, fairness_gaps, slice_metrics
 from churnops.core.features import FeatureTransformer
 from churnops.core.metrics import classification_metrics, reliability_curve
@@ -201,15 +202,12 @@ def _cross_validate(
         rows = np.random.default_rng(params.split.seed).choice(
             rows, params.evaluation.cv_max_rows, replace=False
         )
-    candidate = chosen.config or _candidate_params(params, chosen.name)
     scores = []
     kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=params.split.seed)
     for fit_idx, test_idx in kfold.split(rows, labels[rows]):
         fit_rows, test_rows = frame.iloc[rows[fit_idx]], frame.iloc[rows[test_idx]]
         transformer = FeatureTransformer(spec, params.features).fit(fit_rows)
-        model = refit_fixed(
-            candidate, chosen.best_iteration, transformer.transform(fit_rows), labels[rows[fit_idx]]
-        )
+        model = _refit(workdir, chosen, params, transformer.transform(fit_rows), labels[rows[fit_idx]])
         proba = model.predict_proba(transformer.transform(test_rows))
         scores.append(float(roc_auc_score(labels[rows[test_idx]], proba)))
     return {
@@ -219,6 +217,19 @@ def _cross_validate(
         "mean": float(np.mean(scores)),
         "std": float(np.std(scores)),
     }
+
+
+def _refit(
+    workdir: Workdir, trained: TrainedCandidate, params: Params, x: NDArray[np.float64], y: NDArray[np.int64]
+) -> Classifier:
+    """The candidate refitted on other rows with its parameters and iteration count (a blend: each
+    member, with the blend's weights)."""
+    base = uncalibrated(trained.classifier)
+    if isinstance(base, BlendClassifier):
+        linear, tree = (_refit(workdir, load_candidate(workdir, name), params, x, y) for name in base.names)
+        return BlendClassifier(linear, tree, base.weights, base.names)  # type: ignore[arg-type]
+    candidate = trained.config or _candidate_params(params, trained.name)
+    return refit_fixed(candidate, trained.best_iteration, x, y)
 
 
 def _candidate_params(params: Params, name: str) -> CandidateParams:
@@ -301,6 +312,8 @@ def model_card_data(
 
 def _parameters(entry: dict[str, Any]) -> str:
     """How a candidate's parameters were set, for the card's candidate table."""
+    if entry.get("blend"):
+        return "blend of " + " + ".join(f"{w:.2f} x {n}" for n, w in entry["blend"]["weights"].items())
     search = entry.get("search")
     if not search:
         return "default"

@@ -81,17 +81,27 @@ def register(
 def _candidate_params(params: Params, name: str, training: dict[str, Any]) -> dict[str, Any]:
     """The parameters the candidate was fitted with (searched or default): a later search warm-starts
     from the champion's."""
-    candidate = next(c for c in params.training.candidates if c.name == name)
     entry = training["candidates"][name]
+    split = {"split.seed": params.split.seed, "split.holdout_fraction": params.split.holdout_fraction}
+    if entry.get("blend"):  # a blend: its members' weights and parameters
+        members = {f"blend.{member}": weight for member, weight in entry["blend"]["weights"].items()}
+        for member in entry["blend"]["weights"]:
+            fitted = training["candidates"][member]
+            members[f"member.{member}.kind"] = fitted["kind"]
+            members |= {f"member.{member}.{k}": v for k, v in fitted.get("params", {}).items()}
+        return members | {"kind": entry["kind"], "params_source": entry["source"]} | split
+    candidate = next(c for c in params.training.candidates if c.name == name)
     fitted = entry.get("params", candidate.params)
     flat = {f"model.{k}": v for k, v in fitted.items()}
-    return flat | {
-        "kind": candidate.kind,
-        "early_stopping_rounds": entry.get("early_stopping_rounds", candidate.early_stopping_rounds),
-        "params_source": entry.get("source", "default"),
-        "split.seed": params.split.seed,
-        "split.holdout_fraction": params.split.holdout_fraction,
-    }
+    return (
+        flat
+        | split
+        | {
+            "kind": candidate.kind,
+            "early_stopping_rounds": entry.get("early_stopping_rounds", candidate.early_stopping_rounds),
+            "params_source": entry.get("source", "default"),
+        }
+    )
 
 
 _TRIAL_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "out_of_time": "KILLED", "failed": "FAILED"}

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from churnops.core.blend import blend, choose_blend
 from churnops.core.candidates import TrainedCandidate, TrainingData, fit_candidate
-from churnops.core.params import CandidateParams, TrainingParams
+from churnops.core.params import BLEND, CandidateParams, TrainingParams
 from churnops.core.schema import target_labels
 from churnops.core.search import better, with_params, within
 from churnops.core.split import FIT, VALIDATION
@@ -85,6 +86,8 @@ def train(
     trials: dict[str, list[dict[str, Any]]] = {}
     if params.search.enabled:
         search_summary, trials = _search(params, data, deadline, fitted, warm_start, progress)
+    if params.blend:
+        _add_blend(fitted, data, params.selection_metric)
     results: dict[str, Any] = {}
     for name, (trained, scores, entry) in fitted.items():
         with (workdir.candidates_dir / f"{name}.pkl").open("wb") as handle:
@@ -202,6 +205,35 @@ def _adopt(
     return refit, refit_scores, entry | {"source": "search"}
 
 
+def _add_blend(fitted: Fitted, data: TrainingData, metric: str) -> None:
+    """Add the blend of the best linear and the best tree candidate when it pays on validation."""
+    pool = {
+        name: (entry["kind"], t.classifier, scores[metric]) for name, (t, scores, entry) in fitted.items()
+    }
+    choice = choose_blend(pool, data.x_val, data.y_val, metric)
+    if choice is None:
+        return
+    summary = {
+        "weights": dict(zip(choice.names, choice.weights, strict=True)),
+        f"validation_{metric}": choice.score,
+        f"best_single_{metric}": choice.best_single,
+    }
+    if not choice.pays:
+        logger.info("blend %s does not pay on validation: %s", choice.names, summary)
+        return
+    classifier = blend(choice, fitted[choice.names[0]][0].classifier, fitted[choice.names[1]][0].classifier)
+    trained = TrainedCandidate(name=BLEND, classifier=classifier, seconds=0.0, notes=summary)
+    scores = validation_scores(trained, data)
+    fitted[BLEND] = (trained, scores, {"kind": BLEND, "source": BLEND, "blend": summary})
+    logger.info(
+        "blend %s: validation %s %.4f (best single %.4f)",
+        classifier.describe(),
+        metric,
+        choice.score,
+        choice.best_single,
+    )
+
+
 def _entry(trained: TrainedCandidate, scores: dict[str, float]) -> dict[str, Any]:
     config = trained.config
     return {
@@ -265,8 +297,20 @@ def warm_start_for(settings: Settings, workdir: Workdir, params: TrainingParams)
 
 
 def champion_params(logged: Mapping[str, str]) -> WarmStart:
-    """{family: parameters} from a candidate run's logged params (`kind`, `model.<name>`)."""
+    """{family: parameters} from a candidate run's logged params (`kind` and `model.<name>`; for a
+    blend each member's `member.<candidate>.kind` and `member.<candidate>.<name>`)."""
     kind = logged.get("kind")
+    if kind == BLEND:
+        warm: WarmStart = {}
+        for key, member_kind in logged.items():
+            if key.startswith("member.") and key.endswith(".kind"):
+                prefix = key.removesuffix("kind")
+                warm[member_kind] = {
+                    k.removeprefix(prefix): _parse(v)
+                    for k, v in logged.items()
+                    if k.startswith(prefix) and k != key
+                }
+        return warm
     if not kind:
         return {}
     values = {key.removeprefix("model."): _parse(v) for key, v in logged.items() if key.startswith("model.")}
