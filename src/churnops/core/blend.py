@@ -18,7 +18,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from churnops.core.candidates import Classifier, LinearClassifier
-from churnops.core.search import better, score
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int_]
@@ -88,6 +87,10 @@ def choose_blend(
 ) -> BlendChoice | None:
     """The weight of the best linear and the best tree candidate ({name: (kind, classifier,
     validation score)}); None when one of the two is missing."""
+    # Imported here: the compiled fast path imports this module, and batch scoring must not pay
+    # for scikit-learn (core.metrics).
+    from churnops.core.search import better, score
+
     linear = _best(candidates, LINEAR_KINDS, metric)
     tree = _best(candidates, TREE_KINDS, metric)
     if linear is None or tree is None:
