@@ -22,7 +22,8 @@ from churnops.core.candidates import (
     XGBoostClassifier,
     fit_candidate,
 )
-from churnops.core.fast_model import FastModel, _float32_less_as_le, _source_weights
+from churnops.core.fast_layout import _float32_less_as_le, _source_weights
+from churnops.core.fast_model import FastModel
 from churnops.core.features import FeatureTransformer
 from churnops.core.params import CandidateParams, Params
 from churnops.core.spec import DatasetSpec
