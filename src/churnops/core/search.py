@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from churnops.core.candidates import TrainingData, fit_candidate
 from churnops.core.metrics import log_loss, ranking_metrics
-from churnops.core.params import CandidateParams, SearchRange, SearchSpace
+from churnops.core.params import CandidateParams, SearchSpace
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int_]
@@ -143,9 +143,3 @@ def better(metric: str, new: float, old: float) -> bool:
     if math.isnan(old):
         return True
     return new < old if metric == "log_loss" else new > old
-
-
-def describe_range(entry: SearchRange) -> str:
-    if entry.choices is not None:
-        return f"one of {list(entry.choices)}"
-    return f"{entry.low}..{entry.high}{' (log)' if entry.log else ''}"

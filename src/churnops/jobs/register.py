@@ -140,7 +140,7 @@ def _run_metrics(name: str, report: dict[str, Any], training: dict[str, Any]) ->
     metrics["threshold"] = report["candidates"][name]["threshold"]
     metrics["train_seconds"] = training["candidates"][name]["seconds"]
     search = training["candidates"][name].get("search") or {}
-    metrics |= {f"search.{k}": v for k, v in search.items() if isinstance(v, int | float) and v is not None}
+    metrics |= {f"search.{k}": v for k, v in search.items() if isinstance(v, int | float)}
     calibration = report["candidates"][name].get("calibration") or {}
     if "ece_uncalibrated" in calibration:
         metrics["ece_uncalibrated"] = calibration["ece_uncalibrated"]
