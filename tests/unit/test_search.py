@@ -227,3 +227,27 @@ def test_poor_trials_are_pruned_after_a_fold(data: TrainingData) -> None:
     pruned = [t for t in results["lgbm"].trials if t.state == "pruned"]
     assert pruned
     assert all(len(t.folds) == 0 and t.value is None for t in pruned)
+
+
+def test_the_champions_logged_params_become_a_warm_start() -> None:
+    """MLflow keeps params as strings: numbers, booleans and text come back as they were logged;
+    a blend champion warm-starts each member's family."""
+    from churnops.jobs.train import champion_params
+
+    single = {"kind": "lightgbm", "model.num_leaves": "31", "model.learning_rate": "0.05", "split.seed": "42"}
+    assert champion_params(single) == {"lightgbm": {"num_leaves": 31, "learning_rate": 0.05}}
+    blended = {
+        "kind": "blend",
+        "blend.logreg": "0.4",
+        "member.logreg.kind": "logistic_regression",
+        "member.logreg.C": "0.5",
+        "member.logreg.class_weight": "balanced",
+        "member.xgb.kind": "xgboost",
+        "member.xgb.max_depth": "4",
+        "member.xgb.extra": "True",
+    }
+    assert champion_params(blended) == {
+        "logistic_regression": {"C": 0.5, "class_weight": "balanced"},
+        "xgboost": {"max_depth": 4, "extra": True},
+    }
+    assert champion_params({}) == {}
