@@ -251,3 +251,11 @@ def test_the_champions_logged_params_become_a_warm_start() -> None:
         "xgboost": {"max_depth": 4, "extra": True},
     }
     assert champion_params({}) == {}
+
+
+def test_too_few_rows_of_a_class_for_the_folds_skip_the_search(data: TrainingData) -> None:
+    y = data.y_fit.copy()
+    y[:] = 0
+    y[:2] = 1  # two churners: three stratified folds cannot be drawn
+    tiny = TrainingData(data.x_fit, y, data.x_val, data.y_val)
+    assert run_search(_training(budget_seconds=5.0), tiny, time.perf_counter() + 5) == {}

@@ -101,6 +101,14 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = training.search
     searched = [c for c in training.candidates if search.spaces.get(c.kind)]
+    fewest = int(np.bincount(data.y_fit, minlength=2).min())
+    if fewest < search.folds:
+        logger.warning(
+            "search skipped: the fit rows hold %d of their rarer class, fewer than folds=%d",
+            fewest,
+            search.folds,
+        )
+        return {}
     folds = fold_indices(data.y_fit, search.folds, search.seed, search.max_rows)
     weights = shares([c.name for c in searched], {c.name: search.shares.get(c.kind, 1.0) for c in searched})
     results: dict[str, FamilyResult] = {}
