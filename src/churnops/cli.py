@@ -140,7 +140,7 @@ def pipeline_run(
     rows: Annotated[int, typer.Option(min=100, help="Rows to generate when --data is not given.")] = 20_000,
     search: Annotated[
         Literal["on", "off"] | None,
-        typer.Option(help="Hyperparameter search [default: params.yaml training.search.enabled]."),
+        typer.Option(help="Hyperparameter search (default: params.yaml training.search.enabled)."),
     ] = None,
 ) -> None:
     """Run ingest, validate, featurize, train, evaluate and register in one go."""
