@@ -21,7 +21,15 @@ from churnops.jobs.workdir import Workdir
 from churnops.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-TELCO_CSV = REPO.parent / "shared" / "data" / "telco_churn.csv"
+# The shared data directory sits beside the checkout (or beside the worktrees' directory).
+TELCO_CSV = next(
+    (
+        p / "shared/data/telco_churn.csv"
+        for p in REPO.parents
+        if (p / "shared/data/telco_churn.csv").is_file()
+    ),
+    REPO.parent / "shared" / "data" / "telco_churn.csv",
+)
 
 # Quick candidates for tests: the same kinds as params.yaml, fewer rounds.
 FAST_TRAINING = {
@@ -41,6 +49,8 @@ FAST_TRAINING = {
         },
     ],
     "budget_seconds": 120,
+    "search": {"enabled": False},  # tests about the search or the blend switch them on themselves
+    "blend": False,
 }
 
 
@@ -137,3 +147,25 @@ def service_state(asgi_app: Any) -> Any:
             return state
         layer = getattr(layer, "app", None)
     raise AssertionError("no ServiceState under this ASGI stack (is the lifespan running?)")
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """A copy of a CHURNOPS_HOME (registry, offline store, secrets) whose ledger starts empty, so a
+    test counts only its own records whatever ran before it on the source."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("spool", "metrics"))
+    db = sqlite3.connect(target / "features.db", isolation_level=None)
+    try:
+        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for name, _ in triggers:
+            db.execute(f"DROP TRIGGER {name}")
+        for table in ("ledger_records", "ledger_checkpoints", "feedback_labels", "customer_keys",
+                      "privacy_state", "change_log"):  # fmt: skip
+            db.execute(f"DELETE FROM {table}")
+        for _, sql in triggers:
+            db.execute(sql)
+    finally:
+        db.close()
+    return target

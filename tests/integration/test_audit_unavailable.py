@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from fastapi.testclient import TestClient
 from churnops.jobs.audit import ledger_store
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
-from tests.conftest import PipelineRun, service_state
+from tests.conftest import PipelineRun, copy_home, service_state
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def client(pipeline_run: PipelineRun, tmp_path: Any) -> Iterator[TestClient]:
     home = tmp_path / "home"
-    shutil.copytree(pipeline_run.settings.home, home, ignore=shutil.ignore_patterns("spool", "metrics"))
+    copy_home(pipeline_run.settings.home, home)
     settings = Settings(churnops_home=home, CHURNOPS_AUDIT_QUEUE_SIZE=200, CHURNOPS_AUDIT_FLUSH_MS=5)
     with TestClient(serving_app(settings)) as test_client:
         yield test_client

@@ -18,6 +18,7 @@ FAST_PARAMS = """
 training:
   candidates:
     - {name: logreg, kind: logistic_regression, params: {max_iter: 300}}
+  search: {enabled: false}
 evaluation: {cv_folds: 0}
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from churnops.jobs import audit
 from churnops.jobs.feedback import labelled_predictions
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
-from tests.conftest import PipelineRun
+from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def settings(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     target = tmp_path_factory.mktemp("privacy") / "home"
-    shutil.copytree(pipeline_run.settings.home, target, ignore=shutil.ignore_patterns("spool", "metrics"))
+    copy_home(pipeline_run.settings.home, target)
     return Settings(churnops_home=target, CHURNOPS_AUDIT_FLUSH_MS=5)
 
 

@@ -20,7 +20,7 @@ from churnops.jobs import audit
 from churnops.jobs.audit import ledger_store
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
-from tests.conftest import PipelineRun
+from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 def home(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the pipeline's home: this module's ledger starts empty and is its own."""
     target = tmp_path_factory.mktemp("ledger") / "home"
-    shutil.copytree(pipeline_run.settings.home, target, ignore=shutil.ignore_patterns("spool", "metrics"))
+    copy_home(pipeline_run.settings.home, target)
     return target
 
 

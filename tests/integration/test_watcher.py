@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
@@ -14,7 +13,7 @@ from churnops.io.registry import MlflowRegistry
 from churnops.serving import reload
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
-from tests.conftest import PipelineRun
+from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def home(pipeline_run: PipelineRun, tmp_path: Any) -> Any:
     target = tmp_path / "home"
-    shutil.copytree(pipeline_run.settings.home, target, ignore=shutil.ignore_patterns("spool", "metrics"))
+    copy_home(pipeline_run.settings.home, target)
     return target
 
 

@@ -12,6 +12,8 @@ import pytest
 import xgboost as xgb
 from numpy.typing import NDArray
 
+from churnops.core.blend import BlendClassifier
+from churnops.core.calibration import calibrated, fit_calibration
 from churnops.core.candidates import (
     Classifier,
     LightGBMClassifier,
@@ -20,7 +22,8 @@ from churnops.core.candidates import (
     XGBoostClassifier,
     fit_candidate,
 )
-from churnops.core.fast_model import FastModel, _float32_less_as_le, _source_weights
+from churnops.core.fast_layout import _float32_less_as_le, _source_weights
+from churnops.core.fast_model import FastModel
 from churnops.core.features import FeatureTransformer
 from churnops.core.params import CandidateParams, Params
 from churnops.core.spec import DatasetSpec
@@ -393,3 +396,78 @@ def test_pickle_round_trip(models: dict[str, tuple[Classifier, FastModel]], prep
         np.testing.assert_array_equal(
             copy.score_batch(prepared.x[:50])[1], fast.score_batch(prepared.x[:50])[1]
         )
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_calibrated_model_scores_like_the_calibrated_classifier(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared, kind: str, method: str
+) -> None:
+    """The calibration map runs in every kernel: served, batch and fused probabilities equal the
+    bundle's (library predict, then the map), while contributions stay the uncalibrated ones."""
+    classifier, plain = models[kind]
+    raw = classifier.predict_proba(prepared.x)
+    calibration = fit_calibration(method, prepared.y, raw)  # type: ignore[arg-type]
+    wrapped = calibrated(classifier, calibration)
+    fast = FastModel.build(wrapped, prepared.transformer.output_sources, prepared.spec.feature_columns)
+    expected = wrapped.predict_proba(prepared.x)
+    assert fast.calibration.method == method
+    assert np.abs(expected - raw).max() > 0.01  # the map does move probabilities
+    proba, contributions = fast.score_batch(prepared.x)
+    singles = np.array([fast.score_one(row)[0] for row in prepared.x[:300]])
+    fused, _, _ = fast.score_reasons(prepared.x, 3)
+    tolerance = PROBA_TOLERANCE[kind]
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(singles, expected[:300], rtol=0, atol=tolerance)
+    np.testing.assert_array_equal(fused, proba)
+    np.testing.assert_array_equal(contributions, plain.score_batch(prepared.x)[1])
+    restored = pickle.loads(pickle.dumps(fast))
+    np.testing.assert_array_equal(restored.score_batch(prepared.x[:50])[0], proba[:50])
+
+
+def test_a_fast_model_pickled_before_calibration_loads_uncalibrated(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared
+) -> None:
+    _, fast = models["lightgbm"]
+    state = fast.__getstate__()
+    del state["_calib"], state["calibration"]
+    old = FastModel.__new__(FastModel)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.score_batch(prepared.x[:20])[0], fast.score_batch(prepared.x[:20])[0])
+
+
+@pytest.mark.parametrize("tree", ["lightgbm", "xgboost"])
+def test_a_blend_compiles_to_one_kernel_with_exact_reasons(
+    models: dict[str, tuple[Classifier, FastModel]], prepared: Prepared, tree: str
+) -> None:
+    """A log-odds blend of the linear model and a forest: probabilities as the library computes them,
+    contributions the weighted sum of the members' (bias + contributions = the blend's margin)."""
+    linear, tree_model = models["logistic_regression"][0], models[tree][0]
+    assert isinstance(linear, LinearClassifier)
+    mixed = BlendClassifier(linear, tree_model, (0.35, 0.65), ("logreg", tree))  # type: ignore[arg-type]
+    fast = FastModel.build(mixed, prepared.transformer.output_sources, prepared.spec.feature_columns)
+    x = prepared.x  # transformed rows are never NaN (imputed): the linear part would turn NaN
+    tolerance = PROBA_TOLERANCE[tree]
+    proba, contributions = fast.score_batch(x)
+    np.testing.assert_allclose(proba, mixed.predict_proba(x), rtol=0, atol=tolerance)
+    np.testing.assert_allclose(
+        fast.bias + contributions.sum(axis=1), mixed.margin(x), rtol=0, atol=MARGIN_TOLERANCE[tree]
+    )
+    expected = (
+        0.35 * models["logistic_regression"][1].score_batch(x)[1] + 0.65 * models[tree][1].score_batch(x)[1]
+    )
+    np.testing.assert_allclose(contributions, expected, rtol=0, atol=1e-9)
+    singles = np.array([fast.score_one(row)[0] for row in x[:200]])
+    np.testing.assert_array_equal(singles, proba[:200])
+    fused, index, _ = fast.score_reasons(x, 3)
+    np.testing.assert_array_equal(fused, proba)
+    np.testing.assert_array_equal(index, fast.top_reason_codes(contributions, 3)[0])
+    calibration = fit_calibration("platt", prepared.y, mixed.predict_proba(x))
+    served = FastModel.build(
+        calibrated(mixed, calibration), prepared.transformer.output_sources, prepared.spec.feature_columns
+    )
+    np.testing.assert_allclose(
+        served.score_batch(x)[0], calibration.apply(mixed.predict_proba(x)), rtol=0, atol=tolerance
+    )
+    restored = pickle.loads(pickle.dumps(served))
+    np.testing.assert_array_equal(restored.score_batch(x[:20])[0], served.score_batch(x[:20])[0])

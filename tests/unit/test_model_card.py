@@ -134,3 +134,19 @@ def test_pipes_in_category_names_do_not_break_tables(card: ModelCardData) -> Non
 def test_unprofitable_campaign_says_contact_nobody(card: ModelCardData) -> None:
     text = render_model_card(replace(card, threshold=1.0, expected_profit=0.0, contacted_fraction=0.0))
     assert "contacting nobody" in text
+
+
+def test_card_shows_the_calibration_map_and_how_parameters_were_set(card: ModelCardData) -> None:
+    searched = replace(
+        card,
+        candidates=(CandidateSummary("lightgbm", 0.8533, 12.5, "searched, 40 trials in 48 s"),),
+        calibration_method="platt",
+        ece_uncalibrated=0.0612,
+    )
+    text = render_model_card(searched)
+    assert "| Parameters |" in text
+    assert "searched, 40 trials in 48 s" in text
+    assert "Platt scaling" in text
+    assert "ECE before calibration: 0.0612" in text
+    assert "uncalibrated log-odds" in text
+    assert "ECE before calibration" not in render_model_card(card)  # no map recorded: no claim

@@ -18,6 +18,7 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the service.")] = 8000,
 ) -> None:
     """Everything on embedded defaults: generate data, run the pipeline, then serve the champion."""
+    from churnops.core.params import with_search
     from churnops.io.datasets import load_params, load_spec
     from churnops.jobs.generate import generate
 
@@ -25,7 +26,8 @@ def demo(
     configure_logging(settings, console)
     data = settings.ensure_home() / "data" / f"demo-{rows}.csv"
     generate(rows, 42, data)
-    result = run_with_progress(data, load_spec("synthetic"), load_params(None), settings, None, console)
+    params = with_search(load_params(None), False)  # the demo stays quick: fixed parameters
+    result = run_with_progress(data, load_spec("synthetic"), params, settings, None, console)
     print_summary(result, console)
     workdir = settings.home / "pipeline"
     console.print(f"model card: {workdir / 'evaluation' / 'model_card.md'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -32,13 +32,20 @@ def pipeline_run(
     params: ParamsOption = None,
     workdir: WorkdirOption = None,
     rows: Annotated[int, typer.Option(min=100, help="Rows to generate when --data is not given.")] = 20_000,
+    search: Annotated[
+        Literal["on", "off"] | None,
+        typer.Option(help="Hyperparameter search (default: params.yaml training.search.enabled)."),
+    ] = None,
 ) -> None:
     """Run ingest, validate, featurize, train, evaluate and register in one go."""
+    from churnops.core.params import with_search
     from churnops.io.datasets import load_params, load_spec
 
     settings, console = load_settings(), make_console()
     configure_logging(settings, console)
     spec_obj, params_obj = load_spec(spec), load_params(params)
+    if search is not None:
+        params_obj = with_search(params_obj, search == "on")
     if data is None:
         data = _default_data(settings, spec_obj.name, rows)
     result = run_with_progress(data, spec_obj, params_obj, settings, workdir, console)

@@ -58,6 +58,10 @@ class LinearClassifier:
     def predict_proba(self, features: FloatArray) -> FloatArray:
         return np.asarray(1.0 / (1.0 + np.exp(-self._decision(features))), dtype=np.float64)
 
+    def margin(self, features: FloatArray) -> FloatArray:
+        """Log-odds per row."""
+        return self._decision(features)
+
     def contributions(self, features: FloatArray) -> FloatArray:
         return np.asarray(((features - self.mean) / self.scale) * self.coef, dtype=np.float64)
 
@@ -75,6 +79,11 @@ class LightGBMClassifier:
 
     def predict_proba(self, features: FloatArray) -> FloatArray:
         return np.asarray(self.booster.predict(features, num_iteration=self.best_iteration), dtype=np.float64)
+
+    def margin(self, features: FloatArray) -> FloatArray:
+        """Log-odds per row (the raw score; churnops never sets LightGBM's `sigmoid` away from 1)."""
+        raw = self.booster.predict(features, num_iteration=self.best_iteration, raw_score=True)
+        return np.asarray(raw, dtype=np.float64)
 
     def contributions(self, features: FloatArray) -> FloatArray:
         raw = self.booster.predict(features, num_iteration=self.best_iteration, pred_contrib=True)
@@ -103,6 +112,13 @@ class XGBoostClassifier:
         out = self.booster.predict(self._matrix(features), iteration_range=(0, self.best_iteration))
         return np.asarray(out, dtype=np.float64)
 
+    def margin(self, features: FloatArray) -> FloatArray:
+        """Log-odds per row."""
+        out = self.booster.predict(
+            self._matrix(features), output_margin=True, iteration_range=(0, self.best_iteration)
+        )
+        return np.asarray(out, dtype=np.float64)
+
     def contributions(self, features: FloatArray) -> FloatArray:
         raw = self.booster.predict(
             self._matrix(features), pred_contribs=True, iteration_range=(0, self.best_iteration)
@@ -124,6 +140,7 @@ class TrainedCandidate:
     best_iteration: int | None = None
     stopped_by_budget: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    config: CandidateParams | None = None  # the parameters it was fitted with (searched or default)
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,7 @@ def fit_candidate(candidate: CandidateParams, data: TrainingData, deadline: floa
         seconds=time.perf_counter() - started,
         best_iteration=best_iteration,
         stopped_by_budget=by_budget,
+        config=candidate,
     )
 
 

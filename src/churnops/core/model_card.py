@@ -37,6 +37,7 @@ class CandidateSummary:
     name: str
     validation_roc_auc: float
     train_seconds: float
+    parameters: str = "default"  # or e.g. "searched (42 trials)"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class ModelCardData:
     fairness: Mapping[str, FairnessGap] = field(default_factory=dict)
     limitations: Sequence[str] = ()
     plots: Mapping[str, str] = field(default_factory=dict)
+    calibration_method: str | None = None  # none | platt | isotonic
+    ece_uncalibrated: float | None = None
 
 
 def render_model_card(card: ModelCardData) -> str:
@@ -123,13 +126,14 @@ def _candidates(card: ModelCardData) -> list[str]:
             _cell(c.name) + (" (chosen)" if c.name == card.chosen_candidate else ""),
             _num(c.validation_roc_auc),
             f"{c.train_seconds:.1f}",
+            _cell(c.parameters),
         ]
         for c in card.candidates
     ]
     return [
         "## Candidates",
         "",
-        *_table(["Candidate", "Validation ROC AUC", "Train seconds"], rows),
+        *_table(["Candidate", "Validation ROC AUC", "Train seconds", "Parameters"], rows),
         "",
         f"Chosen candidate: **{card.chosen_candidate}**",
     ]
@@ -222,14 +226,35 @@ def _group_line(gap: FairnessGap) -> str:
     return f"- `{gap.column}`: " + "; ".join(parts)
 
 
+_CALIBRATION_METHODS = {
+    "none": "none (the model's own probabilities had the lowest validation log loss)",
+    "platt": "Platt scaling (a logistic map of the model's log-odds)",
+    "isotonic": "isotonic (centred isotonic regression)",
+}
+
+
 def _calibration(card: ModelCardData) -> list[str]:
     ece = card.holdout_metrics.get("ece", math.nan)
-    return [
+    lines = [
         "## Calibration",
         "",
         f"Expected calibration error (ECE) on the holdout: {_num(ece)} "
         "(mean gap between predicted probability and observed churn rate, weighted by bin size).",
     ]
+    if card.calibration_method is not None:
+        method = _CALIBRATION_METHODS.get(card.calibration_method, card.calibration_method)
+        before = (
+            f" ECE before calibration: {_num(card.ece_uncalibrated)}."
+            if card.ece_uncalibrated is not None
+            else ""
+        )
+        lines += [
+            "",
+            f"Calibration map, chosen on validation data by cross-fitted log loss: {method}.{before} "
+            "Reason codes are contributions to the uncalibrated log-odds (the map is monotone, so "
+            "it changes no ranking and no reason's sign).",
+        ]
+    return lines
 
 
 def _limitations(card: ModelCardData) -> list[str]:

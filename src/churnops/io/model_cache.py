@@ -23,7 +23,7 @@ from churnops.io.registry_lookup import VersionRecord
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: FastModel carries the calibration map
 
 
 class CompiledModelCache:

@@ -43,8 +43,10 @@ with warnings.catch_warnings(record=True):
 
         def load_context(self, context: Any) -> None:
             self.bundle = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
-            # One thread per request path: OpenMP pools fight each other across workers.
-            booster = getattr(self.bundle.classifier, "booster", None)
+            # One thread per request path: OpenMP pools fight each other across workers. A calibrated
+            # model reads its base model's booster through; a blend has it in its tree member.
+            classifier = self.bundle.classifier
+            booster = getattr(getattr(classifier, "tree", classifier), "booster", None)
             if booster is not None and hasattr(booster, "set_param"):
                 booster.set_param({"nthread": 1})
 

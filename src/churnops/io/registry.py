@@ -113,6 +113,31 @@ class MlflowRegistry:
         for path in artifacts:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_child_runs(
+        self, parent_run_id: str, tags: Mapping[str, str], runs: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Many small finished runs under one parent (search trials): per run one create, one batch
+        of params, metrics and tags, one end; no artifacts. Each mapping holds `name`, `params`,
+        `metrics`, `tags`, `status` (FINISHED, KILLED, FAILED), `start_ms` and `end_ms`."""
+        from mlflow.entities import Metric, Param
+
+        experiment = self.experiment_id()
+        for spec in runs:
+            run_tags = dict(tags) | dict(spec.get("tags", {})) | {"mlflow.parentRunId": parent_run_id}
+            start, end = int(spec["start_ms"]), int(spec["end_ms"])
+            run = self.client.create_run(experiment, start_time=start, tags=run_tags, run_name=spec["name"])
+            run_id = str(run.info.run_id)
+            self.client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(k, float(v), end, 0)
+                    for k, v in spec.get("metrics", {}).items()
+                    if not math.isnan(v)
+                ],
+                params=[Param(k, str(v)[:6000]) for k, v in spec.get("params", {}).items()],
+            )
+            self.client.set_terminated(run_id, status=str(spec.get("status", "FINISHED")), end_time=end)
+
     # -- models ----------------------------------------------------------------------
 
     def log_model(
@@ -169,6 +194,18 @@ class MlflowRegistry:
             return dict(self.client.get_model_version_by_alias(model_name, alias).tags or {})
         except MlflowException:
             return {}
+
+    def alias_run_params(self, model_name: str, alias: str) -> tuple[str, dict[str, str]] | None:
+        """The version an alias points at and the params logged in its run (None when unset)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(model_name, alias)
+            if not mv.run_id:
+                return None
+            return str(mv.version), dict(self.client.get_run(mv.run_id).data.params)
+        except MlflowException:
+            return None
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, alias, version)

@@ -1,8 +1,11 @@
-"""Evaluate: holdout metrics for every candidate; for the chosen one the business threshold,
-calibration, slices, fairness gaps, cross-validation, plots, a model card and the model bundle."""
+"""Evaluate: per candidate a calibration map chosen on validation, the business threshold on the
+calibrated validation probabilities and holdout metrics (ECE before and after calibration); for
+the chosen one the reliability curve, slices, fairness gaps, cross-validation, plots, a model card
+and the model bundle (its classifier calibrated, as served)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 from typing import Any
@@ -12,8 +15,10 @@ import pandas as pd
 from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedKFold
 
+from churnops.core.blend import BlendClassifier
 from churnops.core.bundle import ModelBundle
-from churnops.core.candidates import TrainedCandidate, refit_fixed
+from churnops.core.calibration import calibrated, choose_calibration, uncalibrated
+from churnops.core.candidates import Classifier, TrainedCandidate, refit_fixed
 from churnops.core.examples import synthetic_rows
 from churnops.core.fairness import FairnessGap, SliceResult, bucket_numeric, fairness_gaps, slice_metrics
 from churnops.core.features import FeatureTransformer
@@ -50,11 +55,10 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         "holdout_rows": int(holdout.sum()),
     }
     for name in training["candidates"]:
-        trained = load_candidate(workdir, name)
-        choice = choose_threshold(y_val, trained.classifier.predict_proba(x_val), params.business)
-        proba = trained.classifier.predict_proba(x_hold)
-        metrics = classification_metrics(y_hold, proba, choice.threshold, params.evaluation.calibration_bins)
-        report["candidates"][name] = {"holdout": metrics, "threshold": choice.threshold}
+        trained, choice, proba, entry = _evaluate_candidate(
+            load_candidate(workdir, name), x_val, y_val, x_hold, y_hold, params
+        )
+        report["candidates"][name] = entry
         if name == training["chosen"]:
             chosen, chosen_choice, chosen_proba = trained, choice, proba
 
@@ -63,6 +67,7 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         spec, holdout_frame, y_hold, chosen_proba, chosen_choice, params
     )
     report |= details
+    report["calibrator"] = _calibration_report(report["candidates"][chosen.name])
     report["cv"] = _cross_validate(workdir, frame, labels, split, chosen, params)
     report["plots"] = _plots(workdir, transformer, chosen, y_hold, chosen_proba, chosen_choice, params)
     bundle = ModelBundle(
@@ -94,6 +99,47 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         f"{report['cv']['mean']:.4f}" if report["cv"] else "n/a",
     )
     return report
+
+
+def _evaluate_candidate(
+    trained: TrainedCandidate,
+    x_val: NDArray[np.float64],
+    y_val: NDArray[np.int64],
+    x_hold: NDArray[np.float64],
+    y_hold: NDArray[np.int64],
+    params: Params,
+) -> tuple[TrainedCandidate, ThresholdChoice, NDArray[np.float64], dict[str, Any]]:
+    """Calibrate on validation (the map with the lowest cross-fitted log loss), choose the threshold
+    on the calibrated validation probabilities, and score the holdout before and after calibration."""
+    raw_val = trained.classifier.predict_proba(x_val)
+    calibration = choose_calibration(y_val, raw_val, seed=params.split.seed)
+    choice = choose_threshold(y_val, calibration.apply(raw_val), params.business)
+    raw_hold = trained.classifier.predict_proba(x_hold)
+    proba = calibration.apply(raw_hold)
+    bins = params.evaluation.calibration_bins
+    metrics = classification_metrics(y_hold, proba, choice.threshold, bins)
+    before = classification_metrics(y_hold, raw_hold, choice.threshold, bins)
+    entry = {
+        "holdout": metrics,
+        "threshold": choice.threshold,
+        "calibration": calibration.to_dict()
+        | {f"{k}_uncalibrated": before[k] for k in ("ece", "log_loss", "brier", "roc_auc")},
+    }
+    served = dataclasses.replace(trained, classifier=calibrated(trained.classifier, calibration))
+    return served, choice, proba, entry
+
+
+def _calibration_report(entry: dict[str, Any]) -> dict[str, Any]:
+    """The chosen candidate's calibration: the map and the holdout ECE, log loss and Brier before/after."""
+    calibration, holdout = entry["calibration"], entry["holdout"]
+    out: dict[str, Any] = {
+        "method": calibration["method"],
+        "validation_log_loss": calibration["validation_log_loss"],
+    }
+    for metric in ("ece", "log_loss", "brier"):
+        out[f"{metric}_before"] = calibration[f"{metric}_uncalibrated"]
+        out[f"{metric}_after"] = holdout[metric]
+    return out
 
 
 def golden_requests(bundle: ModelBundle, rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -163,15 +209,12 @@ def _cross_validate(
         rows = np.random.default_rng(params.split.seed).choice(
             rows, params.evaluation.cv_max_rows, replace=False
         )
-    candidate = _candidate_params(params, chosen.name)
     scores = []
     kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=params.split.seed)
     for fit_idx, test_idx in kfold.split(rows, labels[rows]):
         fit_rows, test_rows = frame.iloc[rows[fit_idx]], frame.iloc[rows[test_idx]]
         transformer = FeatureTransformer(spec, params.features).fit(fit_rows)
-        model = refit_fixed(
-            candidate, chosen.best_iteration, transformer.transform(fit_rows), labels[rows[fit_idx]]
-        )
+        model = _refit(workdir, chosen, params, transformer.transform(fit_rows), labels[rows[fit_idx]])
         proba = model.predict_proba(transformer.transform(test_rows))
         scores.append(float(roc_auc_score(labels[rows[test_idx]], proba)))
     return {
@@ -181,6 +224,19 @@ def _cross_validate(
         "mean": float(np.mean(scores)),
         "std": float(np.std(scores)),
     }
+
+
+def _refit(
+    workdir: Workdir, trained: TrainedCandidate, params: Params, x: NDArray[np.float64], y: NDArray[np.int64]
+) -> Classifier:
+    """The candidate refitted on other rows with its parameters and iteration count (a blend: each
+    member, with the blend's weights)."""
+    base = uncalibrated(trained.classifier)
+    if isinstance(base, BlendClassifier):
+        linear, tree = (_refit(workdir, load_candidate(workdir, name), params, x, y) for name in base.names)
+        return BlendClassifier(linear, tree, base.weights, base.names)  # type: ignore[arg-type]
+    candidate = trained.config or _candidate_params(params, trained.name)
+    return refit_fixed(candidate, trained.best_iteration, x, y)
 
 
 def _candidate_params(params: Params, name: str) -> CandidateParams:
@@ -240,7 +296,7 @@ def model_card_data(
         data_hash=meta["content_hash"],
         feature_set_version=meta["feature_set_version"],
         candidates=[
-            CandidateSummary(name, c["validation"]["roc_auc"], c["seconds"])
+            CandidateSummary(name, c["validation"]["roc_auc"], c["seconds"], _parameters(c))
             for name, c in training["candidates"].items()
         ],
         chosen_candidate=chosen,
@@ -256,4 +312,17 @@ def model_card_data(
         slices=slices,
         fairness=fairness,
         plots=report["plots"],
+        calibration_method=report["calibrator"]["method"],
+        ece_uncalibrated=report["calibrator"]["ece_before"],
     )
+
+
+def _parameters(entry: dict[str, Any]) -> str:
+    """How a candidate's parameters were set, for the card's candidate table."""
+    if entry.get("blend"):
+        return "blend of " + " + ".join(f"{w:.2f} x {n}" for n, w in entry["blend"]["weights"].items())
+    search = entry.get("search")
+    if not search:
+        return "default"
+    searched = "searched" if entry.get("source") == "search" else "default (kept after search)"
+    return f"{searched}, {search['trials']} trials in {search['seconds']:.0f} s"

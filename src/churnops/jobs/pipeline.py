@@ -86,7 +86,8 @@ def run_stage(
             return featurize.featurize(workdir, params, store)
     if stage == "train":
         detail = (lambda text: hook(stage, f"detail:{text}")) if hook else None
-        return train.train(workdir, params.training, detail)
+        warm = train.warm_start_for(settings, workdir, params.training)
+        return train.train(workdir, params.training, detail, warm)
     if stage == "evaluate":
         return evaluate.evaluate(workdir, params)
     if stage == "register":

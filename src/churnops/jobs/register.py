@@ -24,7 +24,7 @@ from churnops.io.registry import CHALLENGER, CHAMPION, MlflowRegistry
 from churnops.jobs.featurize import load_split
 from churnops.jobs.lineage import lineage_tags
 from churnops.jobs.score import cache_compiled
-from churnops.jobs.train import load_training
+from churnops.jobs.train import load_training, load_trials
 from churnops.jobs.validate import save_reference
 from churnops.jobs.workdir import Workdir, read_json, write_json
 from churnops.settings import Settings
@@ -42,6 +42,7 @@ def register(
     model_name = settings.resolved_model_name(spec.name)
     tags = lineage_tags(meta)
     chosen = training["chosen"]
+    trials = load_trials(workdir)
     version = ""
     with registry.run(f"pipeline-{spec.name}", tags | {"churnops.kind": "pipeline"}) as parent_id:
         for name in training["candidates"]:
@@ -49,8 +50,12 @@ def register(
                 name, tags | {"candidate": name, "chosen": str(name == chosen)}, parent_id
             ) as run_id:
                 registry.log_run_data(
-                    run_id, _candidate_params(params, name), _run_metrics(name, report, training)
+                    run_id, _candidate_params(params, name, training), _run_metrics(name, report, training)
                 )
+                if trials.get(name):
+                    registry.log_child_runs(
+                        run_id, tags | {"candidate": name}, _trial_runs(name, trials[name])
+                    )
                 if name == chosen:
                     version = _log_chosen(workdir, registry, run_id, model_name, tags, report, training)
     cache_compiled(settings, registry, model_name, version, load_bundle(workdir.bundle))
@@ -74,15 +79,60 @@ def register(
     return result
 
 
-def _candidate_params(params: Params, name: str) -> dict[str, Any]:
+def _candidate_params(params: Params, name: str, training: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the candidate was fitted with (searched or default): a later search warm-starts
+    from the champion's."""
+    entry = training["candidates"][name]
+    split = {"split.seed": params.split.seed, "split.holdout_fraction": params.split.holdout_fraction}
+    if entry.get("blend"):  # a blend: its members' weights and parameters
+        members = {f"blend.{member}": weight for member, weight in entry["blend"]["weights"].items()}
+        for member in entry["blend"]["weights"]:
+            fitted = training["candidates"][member]
+            members[f"member.{member}.kind"] = fitted["kind"]
+            members |= {f"member.{member}.{k}": v for k, v in fitted.get("params", {}).items()}
+        return members | {"kind": entry["kind"], "params_source": entry["source"]} | split
     candidate = next(c for c in params.training.candidates if c.name == name)
-    flat = {f"model.{k}": v for k, v in candidate.params.items()}
-    return flat | {
-        "kind": candidate.kind,
-        "early_stopping_rounds": candidate.early_stopping_rounds,
-        "split.seed": params.split.seed,
-        "split.holdout_fraction": params.split.holdout_fraction,
-    }
+    fitted = entry.get("params", candidate.params)
+    flat = {f"model.{k}": v for k, v in fitted.items()}
+    return (
+        flat
+        | split
+        | {
+            "kind": candidate.kind,
+            "early_stopping_rounds": entry.get("early_stopping_rounds", candidate.early_stopping_rounds),
+            "params_source": entry.get("source", "default"),
+        }
+    )
+
+
+_TRIAL_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "out_of_time": "KILLED", "failed": "FAILED"}
+
+
+def _trial_runs(name: str, trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One child run per search trial: its parameters, CV score and fold scores; no artifacts."""
+    runs = []
+    for trial in trials:
+        metrics = {f"cv_fold_{i}": v for i, v in enumerate(trial["folds"])}
+        if trial["value"] is not None:
+            metrics["cv_score"] = trial["value"]
+        metrics["trial_seconds"] = trial["seconds"]
+        start_ms = int(trial["started"] * 1000)
+        runs.append(
+            {
+                "name": f"{name}-trial-{trial['number']}",
+                "params": {f"model.{k}": v for k, v in trial["params"].items()},
+                "metrics": metrics,
+                "tags": {
+                    "trial": str(trial["number"]),
+                    "trial.state": trial["state"],
+                    "trial.source": trial["source"],
+                },
+                "status": _TRIAL_STATUS.get(trial["state"], "FAILED"),
+                "start_ms": start_ms,
+                "end_ms": start_ms + int(trial["seconds"] * 1000),
+            }
+        )
+    return runs
 
 
 def _run_metrics(name: str, report: dict[str, Any], training: dict[str, Any]) -> dict[str, float]:
@@ -90,6 +140,11 @@ def _run_metrics(name: str, report: dict[str, Any], training: dict[str, Any]) ->
     metrics |= {f"val_{k}": v for k, v in training["candidates"][name]["validation"].items()}
     metrics["threshold"] = report["candidates"][name]["threshold"]
     metrics["train_seconds"] = training["candidates"][name]["seconds"]
+    search = training["candidates"][name].get("search") or {}
+    metrics |= {f"search.{k}": v for k, v in search.items() if isinstance(v, int | float)}
+    calibration = report["candidates"][name].get("calibration") or {}
+    if "ece_uncalibrated" in calibration:
+        metrics["ece_uncalibrated"] = calibration["ece_uncalibrated"]
     if name == training["chosen"]:
         if report.get("cv"):
             metrics |= {"cv_roc_auc_mean": report["cv"]["mean"], "cv_roc_auc_std": report["cv"]["std"]}
