@@ -22,8 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from churnops.core.monitoring_params import CostParams, PriceTable
 from churnops.core.windows import json_ready
 from churnops.errors import ConfigError, DataError
 
@@ -33,24 +32,6 @@ _NO_PRICES = (
     "cost: no price table; set monitoring.cost.prices in params.yaml "
     "(vcpu_hour_usd, gb_hour_usd, replica_hour_usd)"
 )
-
-
-class PriceTable(BaseModel):
-    """What an hour of compute costs (params.yaml `monitoring.cost.prices`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    vcpu_hour_usd: float = Field(ge=0)
-    gb_hour_usd: float = Field(ge=0)
-    replica_hour_usd: float = Field(0.0, ge=0)  # fixed: load balancer share, node overhead, ...
-
-
-class CostParams(BaseModel):
-    """Prices and the anomaly rule (params.yaml `monitoring.cost`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    prices: PriceTable | None = None
-    anomaly_factor: float = Field(1.5, gt=1)  # alert when cost per 1,000 exceeds this x the trailing baseline
-    min_baseline: int = Field(3, ge=1)  # trailing windows needed before judging
 
 
 @dataclass(frozen=True)
