@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from churnops.core.bundle import ModelBundle
 from churnops.core.candidates import TrainedCandidate, refit_fixed
+from churnops.core.drift_profile import ReferenceProfile, build_profile
 from churnops.core.examples import synthetic_rows
 from churnops.core.fairness import FairnessGap, SliceResult, bucket_numeric, fairness_gaps, slice_metrics
 from churnops.core.features import FeatureTransformer
@@ -77,6 +78,9 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
     bundle.metadata["golden"] = golden_requests(
         bundle, synthetic_rows(training_rows, spec, seed=params.split.seed)
     )
+    profile = reference_profile(bundle, frame[~holdout], params)  # fit + validation, never the holdout
+    bundle.metadata["reference_profile"] = profile.to_dict()
+    write_json(workdir.reference_profile, profile.to_dict())
     save_bundle(bundle, workdir.bundle)
     write_json(workdir.metrics, report)
     card = model_card_data(workdir, report, training, params, slices, fairness)
@@ -94,6 +98,13 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
         f"{report['cv']['mean']:.4f}" if report["cv"] else "n/a",
     )
     return report
+
+
+def reference_profile(bundle: ModelBundle, training_rows: pd.DataFrame, params: Params) -> ReferenceProfile:
+    """What the model's training part (fit + validation rows, never the holdout) and its probabilities on
+    it look like: served traffic is compared with this (drift)."""
+    proba = bundle.predict_proba(training_rows)
+    return build_profile(training_rows, bundle.spec, proba, **params.monitoring.profile.model_dump())
 
 
 def golden_requests(bundle: ModelBundle, rows: pd.DataFrame) -> list[dict[str, Any]]:

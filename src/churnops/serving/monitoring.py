@@ -1,0 +1,262 @@
+"""Monitoring in a serving worker: drift counts and cost accounting on the hot path, flushed off it.
+
+Hot path (`start` / `observe`, a few microseconds): each answered prediction is folded into its
+slot's DriftAccumulator (one integer increment per feature) and counted in the UsageMeter under
+its variant. One request in `sample_every` also has its own thread CPU time measured around its
+scoring (`time.thread_time()` is a system call of ~1.5 us, too dear for every request) and is
+charged `sample_every` times that: an unbiased measurement of each variant's request CPU. The
+rest of the process's CPU (event loop, HTTP parsing, ledger writer, metrics) is background,
+shared out by prediction counts in core.cost.
+
+Off the hot path (the supervised `monitoring` task): every `monitor_flush_seconds` the counts
+of every slot (live, or swapped out since the last flush) and the interval's usage go to the
+monitor store, where windows merge across workers and replicas; every
+`monitor_refresh_seconds` the reports of jobs.monitor are recomputed from the store and
+become this worker's Prometheus gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from churnops.core.cost import UsageMeter
+from churnops.core.drift_accumulator import encode_counts
+from churnops.core.drift_profile import TOTAL_INDEX
+from churnops.io.monitor_store import DriftRow, MonitorStore, UsageRow
+
+if TYPE_CHECKING:
+    from churnops.core.params import Params
+    from churnops.jobs.monitor import Stores
+    from churnops.serving.slots import ModelSlot
+    from churnops.serving.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MAX_PENDING_FLUSHES = 720  # an hour of 5 s flushes kept while the store is down; older ones dropped
+PERFORMANCE_EVERY = 20  # the performance report (a ledger scan) every 20 refreshes (5 min by default)
+
+
+class ServingMonitor:
+    """One worker's drift windows (on its slots) and usage meter, and what to flush next."""
+
+    def __init__(self, worker_id: str, sample_every: int = 8, replica_share: float = 1.0) -> None:
+        self.worker_id = worker_id
+        self.sample_every = sample_every
+        self.replica_share = replica_share
+        self.meter = UsageMeter()
+        self._tick = 0
+        self._unprofiled: dict[tuple[str, str, str], int] = {}  # (name, version, variant) -> predictions
+        self._seen: dict[int, ModelSlot] = {}  # slots to flush once more (swapped out since last flush)
+        self._saved_profiles: set[str] = set()
+        self._pending: deque[tuple[list[DriftRow], UsageRow]] = deque(maxlen=MAX_PENDING_FLUSHES)
+        self.dropped_flushes = 0
+        self.flush_errors = 0
+        self._last_us = time.time_ns() // 1000
+        self._last_cpu = time.process_time()
+        self._last_rss = resident_bytes()
+
+    # -- hot path ------------------------------------------------------------------------
+
+    def start(self) -> float:
+        """Thread CPU time now for one request in `sample_every`, else -1.0 (not measured)."""
+        self._tick += 1
+        if self._tick % self.sample_every:
+            return -1.0
+        return time.thread_time()
+
+    def observe(
+        self, slot: ModelSlot, record: Mapping[str, Any], probability: float, cpu_started: float
+    ) -> None:
+        """Count one answered prediction: drift bins of its slot, and its variant's usage."""
+        drift = slot.drift
+        if drift is not None:
+            drift.add(record, probability)
+        else:
+            key = (slot.model_name, slot.version, slot.variant)
+            self._unprofiled[key] = self._unprofiled.get(key, 0) + 1
+        if cpu_started >= 0.0:
+            self.meter.record(slot.variant, (time.thread_time() - cpu_started) * self.sample_every)
+        else:
+            self.meter.record(slot.variant, 0.0)
+
+    def observe_batch(
+        self, slot: ModelSlot, items: list[tuple[Mapping[str, Any], float]], cpu_started: float
+    ) -> None:
+        """A batch on one slot: every item's drift bins, and the batch's CPU over its predictions."""
+        drift = slot.drift
+        if drift is not None:
+            for record, probability in items:
+                drift.add(record, probability)
+        else:
+            key = (slot.model_name, slot.version, slot.variant)
+            self._unprofiled[key] = self._unprofiled.get(key, 0) + len(items)
+        cpu = (time.thread_time() - cpu_started) * self.sample_every if cpu_started >= 0.0 else 0.0
+        self.meter.record(slot.variant, cpu, len(items))
+
+    # -- flushes (event loop: the swap of every window; the store write runs in a thread) ------
+
+    def snapshot(self, slots: list[ModelSlot]) -> tuple[list[DriftRow], UsageRow]:
+        """Take this interval's counts and usage and start the next interval."""
+        now_us, cpu, rss = time.time_ns() // 1000, time.process_time(), resident_bytes()
+        start_us = self._last_us
+        rows: list[DriftRow] = []
+        current = {id(slot): slot for slot in slots}
+        for slot in {**self._seen, **current}.values():
+            rows.extend(self._slot_rows(slot, start_us, now_us))
+        self._seen = current
+        for (name, version, variant), n in self._unprofiled.items():
+            rows.append(DriftRow(name, version, variant, None, self.worker_id, start_us, now_us, n, None))
+        self._unprofiled = {}
+        usage = self.meter.snapshot_and_reset(
+            wall_seconds=(now_us - start_us) / 1e6,
+            process_cpu_seconds=max(cpu - self._last_cpu, 0.0),
+            memory_bytes=(rss + self._last_rss) / 2.0,
+            replica_share=self.replica_share,
+        )
+        predictions = sum(v.predictions for v in usage.variants.values())
+        self._last_us, self._last_cpu, self._last_rss = now_us, cpu, rss
+        return rows, UsageRow(self.worker_id, start_us, now_us, predictions, usage.to_dict())
+
+    def _slot_rows(self, slot: ModelSlot, start_us: int, end_us: int) -> list[DriftRow]:
+        drift = slot.drift
+        if drift is None or drift.total == 0:
+            return []
+        counts = drift.snapshot_and_reset()
+        n = int(counts[TOTAL_INDEX])
+        return [
+            DriftRow(
+                slot.model_name,
+                slot.version,
+                slot.variant,
+                drift.fingerprint,
+                self.worker_id,
+                start_us,
+                end_us,
+                n,
+                encode_counts(counts),
+            )
+        ]
+
+    def write(
+        self, store: MonitorStore, slots: list[ModelSlot], rows: list[DriftRow], usage: UsageRow
+    ) -> None:
+        """Store this flush and any that failed before (oldest first); keep them all on failure."""
+        self._save_profiles(store, slots)
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped_flushes += 1
+        self._pending.append((rows, usage))
+        while self._pending:
+            drift, interval = self._pending[0]
+            store.append(drift, interval)
+            self._pending.popleft()
+
+    def _save_profiles(self, store: MonitorStore, slots: list[ModelSlot]) -> None:
+        for slot in slots:
+            drift = slot.drift
+            if drift is not None and drift.fingerprint not in self._saved_profiles:
+                store.save_profile(drift.fingerprint, slot.model_name, slot.version, drift.profile.to_dict())
+                self._saved_profiles.add(drift.fingerprint)
+
+
+def resident_bytes() -> float:
+    """This process's resident memory now (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return float(int(handle.read().split()[1]) * _PAGE)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+@dataclass
+class MonitorContext:
+    """What the monitoring task and routes of one worker read: its own pool on the SQL store, params."""
+
+    stores: Stores
+    params: Params
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    performance_cache: tuple[float, dict[str, Any]] | None = None  # (monotonic time, report)
+
+    def close(self) -> None:
+        self.stores.monitor.close()
+
+
+def context_of(state: ServiceState) -> MonitorContext:
+    """This worker's MonitorContext, opened on first use (called from worker threads)."""
+    context: MonitorContext | None = state.monitor_context
+    if context is None:
+        from churnops.io.datasets import load_params
+        from churnops.io.monitor_store import monitor_limits
+        from churnops.io.sql_store import SqlStore
+        from churnops.jobs.monitor import Stores
+
+        with _OPEN_LOCK:
+            context = state.monitor_context
+            if context is None:
+                store = SqlStore(state.settings.sql_store_url, monitor_limits())
+                context = state.monitor_context = MonitorContext(Stores.on(store), load_params(None))
+    return context
+
+
+_OPEN_LOCK = threading.Lock()
+
+
+async def run_monitoring(state: ServiceState, stop: asyncio.Event) -> None:
+    """The supervised task: flush every few seconds, refresh the gauges every `monitor_refresh_seconds`."""
+    monitor = state.monitor
+    assert monitor is not None
+    settings = state.settings
+    context = await asyncio.to_thread(context_of, state)
+    stores, params = context.stores, context.params
+    refreshes, next_refresh = 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.monitor_flush_seconds)
+            if stop.is_set():
+                break
+            await flush(state, monitor, stores.monitor)
+            if time.monotonic() >= next_refresh:
+                kinds = (
+                    ("drift", "cost", "performance")
+                    if refreshes % PERFORMANCE_EVERY == 0
+                    else ("drift", "cost")
+                )
+                await asyncio.to_thread(refresh_gauges, state, stores, params, kinds)
+                refreshes += 1
+                next_refresh = time.monotonic() + settings.monitor_refresh_seconds
+    finally:
+        await flush(state, monitor, stores.monitor)  # a last flush: counts outlive the worker
+
+
+async def flush(state: ServiceState, monitor: ServingMonitor, store: MonitorStore) -> None:
+    """One flush: windows swapped on the event loop, written in a thread; a failure keeps them pending."""
+    slots = state.slots.all()
+    rows, usage = monitor.snapshot(slots)
+    try:
+        await asyncio.to_thread(monitor.write, store, slots, rows, usage)
+    except Exception as err:  # the store is down: counts stay pending and go with the next flush
+        monitor.flush_errors += 1
+        logger.warning(
+            "monitoring flush failed (%s: %s); %d pending", type(err).__name__, err, len(monitor._pending)
+        )
+
+
+def refresh_gauges(state: ServiceState, stores: Stores, params: Params, kinds: tuple[str, ...]) -> None:
+    """Recompute reports from the shared store and make them this worker's gauges."""
+    from churnops.jobs.monitor import compute, gauges
+
+    reports = compute(stores, params, kinds)
+    state.monitor_reports.update(reports)
+    state.metrics.monitoring = gauges(state.monitor_reports, params)
