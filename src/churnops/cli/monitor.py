@@ -159,7 +159,7 @@ def monitor_cost(
         anomaly = answer["anomaly"].get(v["variant"], {})
         typer.echo(
             f"  {v['variant']:<12} {v['predictions']:>10,} predictions  "
-            f"${_fmt(v['per_1000_usd'], '.5f')} per 1,000  (CPU {v['cpu_seconds']:.2f} s, "
+            f"${_fmt(v['per_1000_usd'], '.3g')} per 1,000  (CPU {v['cpu_seconds']:.2f} s, "
             f"request CPU {v['request_cpu_seconds']:.2f} s)  {anomaly.get('message', '')}"
         )
 

@@ -5,7 +5,7 @@ external assets), and the JSON it polls.
 latency counters of every worker (the page turns two polls into requests/s, error rate and
 latency percentiles), breakers, background tasks, the ledger's queue, and the drift, cost and
 performance reports of jobs.monitor (drift and cost computed on each poll from the shared store;
-performance, a ledger scan, at most every PERFORMANCE_TTL_S). `/dashboard/alias-moves` returns
+performance, a ledger scan, at most every 2 x CHURNOPS_MONITOR_REFRESH_SECONDS). `/dashboard/alias-moves` returns
 [] until the lifecycle work records alias history.
 """
 
@@ -30,7 +30,6 @@ from churnops.serving.state import ServiceState
 router = APIRouter(tags=["dashboard"])
 
 PAGE = Path(__file__).with_name("page.html")
-PERFORMANCE_TTL_S = 30.0
 SEED_COST_PER_1000_USD = 0.024  # the seed's figure, shown beside the measured one
 
 
@@ -96,7 +95,7 @@ def _reports(state: ServiceState) -> dict[str, Any]:
     cost = monitor.cost(stores.monitor, params, monitor.window_of("cost", None))
     with context.lock:
         cached = context.performance_cache
-        if cached is None or time.monotonic() - cached[0] > PERFORMANCE_TTL_S:
+        if cached is None or time.monotonic() - cached[0] > 2 * state.settings.monitor_refresh_seconds:
             body = monitor.performance(stores.feedback, params, monitor.window_of("performance", None))
             cached = context.performance_cache = (time.monotonic(), body)
     return {
