@@ -5,8 +5,8 @@ external assets), and the JSON it polls.
 latency counters of every worker (the page turns two polls into requests/s, error rate and
 latency percentiles), breakers, background tasks, the ledger's queue, and the drift, cost and
 performance reports of jobs.monitor (drift and cost computed on each poll from the shared store;
-performance, a ledger scan, at most every 2 x CHURNOPS_MONITOR_REFRESH_SECONDS). `/dashboard/alias-moves` returns
-[] until the lifecycle work records alias history.
+performance, a ledger scan, at most every 2 x CHURNOPS_MONITOR_REFRESH_SECONDS).
+`/dashboard/alias-moves` returns [] until the lifecycle work records alias history.
 """
 
 from __future__ import annotations
