@@ -303,18 +303,21 @@ def _usage_windows(store: MonitorStore, window: Window, now_us: int) -> list[lis
 # -- everything at once: the service's gauges and `monitor run` --------------------------------
 
 
-def compute(stores: Stores, params: Params, kinds: tuple[str, ...] = KINDS) -> dict[str, dict[str, Any]]:
+def compute(
+    stores: Stores, params: Params, kinds: tuple[str, ...] = KINDS, now_us: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Each report over its default window; a report that fails is logged and left out."""
+    now_us = now_us if now_us is not None else time.time_ns() // 1000
     out: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         window = window_of(kind, None)
         try:
             if kind == "drift":
-                out[kind] = drift(stores.monitor, params, window)
+                out[kind] = drift(stores.monitor, params, window, now_us=now_us)
             elif kind == "performance":
-                out[kind] = performance(stores.feedback, params, window)
+                out[kind] = performance(stores.feedback, params, window, now=now_us / 1e6)
             else:
-                out[kind] = cost(stores.monitor, params, window)
+                out[kind] = cost(stores.monitor, params, window, now_us=now_us)
         except Exception as err:  # one failing report must not hide the others
             logger.warning("monitoring: %s report failed (%s: %s)", kind, type(err).__name__, err)
     return out
@@ -361,7 +364,7 @@ def run_once(stores: Stores, params: Params, now_us: int | None = None) -> dict[
     rollup_before = now_us - 2 * 3_600_000_000
     stores.monitor.rollup(rollup_before, _merge_bytes)
     stores.monitor.purge(now_us - params.monitoring.retention_days * 86_400_000_000)
-    reports = compute(stores, params)
+    reports = compute(stores, params, now_us=now_us)
     for kind, body in reports.items():
         stores.monitor.write_report(kind, str(body.get("status")), body, now_us)
     return reports
