@@ -165,12 +165,8 @@ def test_performance_is_estimated_before_labels_and_realised_after(
         client.post("/v1/predict", json={"customer_id": c}).json() for c in customers["customer_id"].head(30)
     ]
     for p in predictions[:10]:
-        assert (
-            client.post(
-                "/v1/feedback", json={"prediction_id": p["prediction_id"], "churned": True}
-            ).status_code
-            == 200
-        )
+        label = {"prediction_id": p["prediction_id"], "churned": True}  # its record is durable within 100 ms
+        assert wait_for(lambda label=label: client.post("/v1/feedback", json=label).status_code == 200)
     body = wait_for(lambda: (b := client.get("/v1/monitoring/performance").json())["cohorts"] and b)
     cohort = body["cohorts"][-1]
     assert cohort["n_labelled"] >= 10
