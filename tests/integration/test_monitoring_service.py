@@ -245,3 +245,30 @@ def test_every_grafana_expression_names_an_exported_metric(client: TestClient) -
         names = {w for w in words if not re.fullmatch(r"\d+[smhdw]?", w)}
         assert names, expr
         assert names <= exported, f"{expr}: {sorted(names - exported)} not at /metrics"
+
+
+def test_a_version_trained_before_profiles_gets_one_by_backfill(home: Path, tmp_path: Path) -> None:
+    from churnops.core.params import Params
+    from churnops.io.pyfunc_model import save_bundle
+    from churnops.jobs.monitor_profile import backfill_profile
+    from churnops.jobs.register import _input_example
+    from churnops.jobs.workdir import Workdir
+
+    settings = Settings(churnops_home=home)
+    registry = MlflowRegistry(settings.tracking_uri, settings.artifact_root, settings.experiment_name)
+    workdir = Workdir(home / "pipeline")
+    bundle = load_bundle(workdir.bundle)
+    trained_with = bundle.metadata.pop("reference_profile")
+    save_bundle(bundle, tmp_path / "bundle.pkl")
+    tags = {k: v for k, v in registry.version_tags("churn-synthetic", "1").items() if k != PROFILE_TAG}
+    example = _input_example(workdir.read_snapshot(), bundle.spec)
+    with registry.run("trained-before-profiles", {}) as run_id:
+        version = registry.log_model(run_id, tmp_path / "bundle.pkl", "churn-synthetic", example, tags)
+    assert registry.reference_profile("churn-synthetic", version) is None
+    assert "reference_profile" not in registry.load_bundle("churn-synthetic", version).metadata
+
+    result = backfill_profile(settings, Params(), version)
+    profile = ReferenceProfile.from_dict(trained_with)
+    assert result["fingerprint"] == profile.fingerprint()  # the same model on the same training rows
+    assert result["rows"] == profile.n_rows
+    assert registry.load_bundle("churn-synthetic", version).metadata["reference_profile"] == trained_with
