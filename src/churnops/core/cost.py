@@ -161,7 +161,7 @@ def cost_report(usage: Sequence[WorkerUsage], prices: PriceTable | None) -> Cost
     table = prices.model_dump()
     if not any(v.predictions for v in priced):
         return CostReport("no_data", "not enough data: no predictions measured", priced, idle_usd, table)
-    summary = ", ".join(f"{v.variant} ${v.per_1000_usd:.4f}" for v in priced if v.predictions)
+    summary = ", ".join(f"{v.variant} ${v.per_1000_usd:.3g}" for v in priced if v.predictions)
     return CostReport("ok", f"cost per 1,000 predictions: {summary}", priced, idle_usd, table)
 
 
@@ -191,7 +191,7 @@ def cost_anomaly(current: float, trailing: Sequence[float], params: CostParams |
     ratio = current / baseline
     if ratio > factor:
         message = (
-            f"anomaly: ${current:.4f} per 1,000 is {ratio:.2f}x the trailing ${baseline:.4f} (> {factor}x)"
+            f"anomaly: ${current:.3g} per 1,000 is {ratio:.2f}x the trailing ${baseline:.3g} (> {factor}x)"
         )
         return CostAnomaly("anomaly", current, baseline, ratio, factor, message)
     return CostAnomaly("ok", current, baseline, ratio, factor, f"ok: {ratio:.2f}x the trailing baseline")
