@@ -272,3 +272,36 @@ def test_a_version_trained_before_profiles_gets_one_by_backfill(home: Path, tmp_
     assert result["fingerprint"] == profile.fingerprint()  # the same model on the same training rows
     assert result["rows"] == profile.n_rows
     assert registry.load_bundle("churn-synthetic", version).metadata["reference_profile"] == trained_with
+
+
+def test_monitor_run_recomputes_stores_reports_and_stops_on_sigterm(home: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from churnops.io.monitor_store import MonitorStore
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
+    env |= {"CHURNOPS_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "churnops", "monitor", "run", "--every", "1s"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = MonitorStore.open(Settings(churnops_home=home).sql_store_url)
+    try:
+        before = len(store.reports("cost"))
+        assert wait_for(lambda: len(store.reports("cost")) >= before + 2, timeout=60)  # two ticks
+        kinds = {kind for kind in ("drift", "performance", "cost") if store.reports(kind)}
+        assert kinds == {"drift", "performance", "cost"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        store.close()
+    assert proc.returncode == 0, err
+    assert "drift: " in out
+    assert "monitor run stopped" in err

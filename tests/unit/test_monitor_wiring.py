@@ -8,6 +8,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,8 +33,7 @@ from churnops.io.sql_schema import feedback_labels, ledger_records
 from churnops.io.sql_store import SqlStore
 from churnops.jobs import monitor
 from churnops.serving.monitoring import ServingMonitor
-
-pytestmark = pytest.mark.unit
+from tests.pg import throwaway_database
 
 NOW_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 PRICED = Params.model_validate(
@@ -52,9 +52,23 @@ def profile(synthetic_spec: DatasetSpec) -> ReferenceProfile:
     return build_profile(training, synthetic_spec, proba)
 
 
-@pytest.fixture
-def stores(tmp_path: Path) -> monitor.Stores:
-    return monitor.Stores.on(SqlStore(f"sqlite:///{tmp_path / 'store.db'}"))
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.unit),
+        pytest.param("postgresql", marks=pytest.mark.integration),
+    ]
+)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[monitor.Stores]:
+    """The same tests on the embedded SQLite file and on a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
+        yield monitor.Stores.on(store)
+        store.close()
+        return
+    with throwaway_database("churnops_monitor") as url:
+        store = SqlStore(url)
+        yield monitor.Stores.on(store)
+        store.close()
 
 
 def _records(n: int, seed: int, drift: str | None = None) -> list[tuple[dict[str, Any], float]]:
@@ -273,6 +287,7 @@ def _slot(profile: ReferenceProfile | None, version: str, variant: str = "champi
     return SimpleNamespace(model_name="churn-synthetic", version=version, variant=variant, drift=drift)
 
 
+@pytest.mark.unit
 def test_the_worker_flushes_live_swapped_out_and_unprofiled_slots(profile: ReferenceProfile) -> None:
     worker = ServingMonitor("w1", sample_every=2)
     old, new, bare = _slot(profile, "1"), _slot(profile, "2"), _slot(None, "3", "challenger")
@@ -298,6 +313,7 @@ def test_the_worker_flushes_live_swapped_out_and_unprofiled_slots(profile: Refer
     assert rows == []
 
 
+@pytest.mark.unit
 def test_hot_path_cost_of_drift_and_cost_accounting(profile: ReferenceProfile) -> None:
     """What monitoring adds to each prediction (printed with `pytest -s`; the bench measures the server)."""
     worker = ServingMonitor("w1", sample_every=8)
@@ -322,6 +338,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
+@pytest.mark.unit
 def test_cli_answers_bad_input_with_one_clear_line(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["monitor", "drift", "--window", "fortnight"])
     assert result.exit_code != 0
