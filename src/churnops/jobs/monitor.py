@@ -303,6 +303,22 @@ def _usage_windows(store: MonitorStore, window: Window, now_us: int) -> list[lis
 # -- everything at once: the service's gauges and `monitor run` --------------------------------
 
 
+def shared_performance(
+    stores: Stores, params: Params, max_age_s: float, now_us: int | None = None
+) -> dict[str, Any]:
+    """The performance report over the default window, computed at most once per `max_age_s` by all
+    workers and replicas together: a report stored less than `max_age_s` ago (by another worker, or
+    `monitor run`) is reused; otherwise this one computes it and stores it for the others."""
+    now_us = now_us if now_us is not None else time.time_ns() // 1000
+    latest = stores.monitor.reports("performance", limit=1)
+    if latest and now_us - latest[0]["at_us"] < max_age_s * 1e6:
+        body: dict[str, Any] = latest[0]["body"]
+        return body
+    body = performance(stores.feedback, params, window_of("performance", None), now=now_us / 1e6)
+    stores.monitor.write_report("performance", str(body["status"]), body, now_us)
+    return body
+
+
 def compute(
     stores: Stores, params: Params, kinds: tuple[str, ...] = KINDS, now_us: int | None = None
 ) -> dict[str, dict[str, Any]]:

@@ -43,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MAX_PENDING_FLUSHES = 720  # an hour of 5 s flushes kept while the store is down; older ones dropped
-PERFORMANCE_EVERY = 20  # the performance report (a ledger scan) every 20 refreshes (5 min by default)
+# The performance report scans the ledger: it is shared by every worker and replica through the
+# monitor store and recomputed at most every PERFORMANCE_EVERY refreshes (5 min by default).
+PERFORMANCE_EVERY = 20
 
 
 class ServingMonitor:
@@ -228,12 +230,8 @@ async def run_monitoring(state: ServiceState, stop: asyncio.Event) -> None:
                 break
             await flush(state, monitor, stores.monitor)
             if time.monotonic() >= next_refresh:
-                kinds = (
-                    ("drift", "cost", "performance")
-                    if refreshes % PERFORMANCE_EVERY == 0
-                    else ("drift", "cost")
-                )
-                await asyncio.to_thread(refresh_gauges, state, stores, params, kinds)
+                performance = refreshes % PERFORMANCE_EVERY == 0
+                await asyncio.to_thread(refresh_gauges, state, stores, params, performance)
                 refreshes += 1
                 next_refresh = time.monotonic() + settings.monitor_refresh_seconds
     finally:
@@ -253,10 +251,24 @@ async def flush(state: ServiceState, monitor: ServingMonitor, store: MonitorStor
         )
 
 
-def refresh_gauges(state: ServiceState, stores: Stores, params: Params, kinds: tuple[str, ...]) -> None:
-    """Recompute reports from the shared store and make them this worker's gauges."""
+def refresh_gauges(state: ServiceState, stores: Stores, params: Params, performance: bool) -> None:
+    """Recompute drift and cost from the shared store (and performance, shared by all workers, when
+    asked) and make them this worker's gauges."""
     from churnops.jobs.monitor import compute, gauges
 
-    reports = compute(stores, params, kinds)
+    reports = compute(stores, params, ("drift", "cost"))
+    if performance:
+        try:
+            reports["performance"] = performance_report(state, stores, params)
+        except Exception as err:  # logged; the other gauges still refresh
+            logger.warning("monitoring: performance report failed (%s: %s)", type(err).__name__, err)
     state.monitor_reports.update(reports)
     state.metrics.monitoring = gauges(state.monitor_reports, params)
+
+
+def performance_report(state: ServiceState, stores: Stores, params: Params) -> dict[str, Any]:
+    """The shared performance report, at most PERFORMANCE_EVERY refreshes old."""
+    from churnops.jobs.monitor import shared_performance
+
+    max_age = PERFORMANCE_EVERY * state.settings.monitor_refresh_seconds
+    return shared_performance(stores, params, max_age)

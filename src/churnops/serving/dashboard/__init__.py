@@ -5,7 +5,7 @@ external assets), and the JSON it polls.
 latency counters of every worker (the page turns two polls into requests/s, error rate and
 latency percentiles), breakers, background tasks, the ledger's queue, and the drift, cost and
 performance reports of jobs.monitor (drift and cost computed on each poll from the shared store;
-performance, a ledger scan, at most every 2 x CHURNOPS_MONITOR_REFRESH_SECONDS).
+performance, a ledger scan shared by all workers, at most every 2 x CHURNOPS_MONITOR_REFRESH_SECONDS).
 `/dashboard/alias-moves` returns [] until the lifecycle work records alias history.
 """
 
@@ -93,10 +93,10 @@ def _reports(state: ServiceState) -> dict[str, Any]:
     stores, params = context.stores, context.params
     drift = monitor.drift(stores.monitor, params, monitor.window_of("drift", None))
     cost = monitor.cost(stores.monitor, params, monitor.window_of("cost", None))
-    with context.lock:
+    with context.lock:  # one ledger scan at a time per worker, and few overall (shared through the store)
         cached = context.performance_cache
         if cached is None or time.monotonic() - cached[0] > 2 * state.settings.monitor_refresh_seconds:
-            body = monitor.performance(stores.feedback, params, monitor.window_of("performance", None))
+            body = monitor.shared_performance(stores, params, 2 * state.settings.monitor_refresh_seconds)
             cached = context.performance_cache = (time.monotonic(), body)
     return {
         "drift": drift,
