@@ -142,6 +142,23 @@ def test_rollup_folds_old_rows_and_keeps_every_count(
     assert stores.monitor.reports("drift")[0]["status"] == "not_judged"  # what `monitor run` keeps
 
 
+def test_concurrent_rollups_never_count_twice(stores: monitor.Stores, profile: ReferenceProfile) -> None:
+    """Every worker rolls up hourly: two at once must leave each count exactly once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _save(stores, profile)
+    old = [
+        _row(profile, _records(100, s), f"w{s}", NOW_US - 5 * 3_600_000_000 + s * 60_000_000)
+        for s in range(30)
+    ]
+    stores.monitor.append(old, None)
+    with ThreadPoolExecutor(4) as pool:
+        folded = list(pool.map(lambda _: monitor.housekeep(stores, PRICED, NOW_US), range(4)))
+    assert sum(folded) == 30  # one of them folded every row, the others found nothing left
+    report = monitor.drift(stores.monitor, PRICED, parse_window("1d"), now_us=NOW_US)["variants"][0]["report"]
+    assert report["n"] == 3000
+
+
 def test_an_encoding_change_alerts_on_its_column_only(
     stores: monitor.Stores, profile: ReferenceProfile
 ) -> None:

@@ -6,7 +6,7 @@ live slot (its accumulator's counts since the last flush, in the profile's layou
 merge across workers and replicas by construction; rows of different profiles (fingerprints)
 are never summed together. Reads stream newest first, so "the last N predictions" stops as
 soon as it has them, and `rollup` folds old rows into one row per slot and hour so that long
-windows stay cheap.
+windows stay cheap (every worker runs it hourly; concurrent runs are serialised).
 """
 
 from __future__ import annotations
@@ -232,12 +232,16 @@ class MonitorStore:
 
         `merge(list_of_count_bytes) -> bytes` sums counts vectors (the caller knows the layout).
         One transaction: rows are read, replaced and deleted together, so a crash leaves either
-        the old rows or the new ones. Run it from one process (`churnops monitor run`).
+        the old rows or the new ones; concurrent roll-ups are serialised (any worker may run one).
         """
         c = monitor_drift.c
         with self.store.ready().begin() as conn:
+            # One roll-up at a time across processes (every worker may run one): the second waits,
+            # then finds the rows already folded.
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x6D6F6E72)))  # "monr"
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             query = sa.select(monitor_drift).where(c.end_us < before_us, c.worker_id != ROLLUP_WORKER)
             groups: dict[tuple[Any, ...], list[Any]] = {}
             ids: list[int] = []

@@ -374,12 +374,19 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def housekeep(stores: Stores, params: Params, now_us: int | None = None) -> int:
+    """Fold drift rows older than two hours into hourly rows and purge past the retention of params.yaml
+    (safe from any number of processes at once); returns the rows folded."""
+    now_us = now_us if now_us is not None else time.time_ns() // 1000
+    folded = stores.monitor.rollup(now_us - 2 * 3_600_000_000, _merge_bytes)
+    stores.monitor.purge(now_us - params.monitoring.retention_days * 86_400_000_000)
+    return folded
+
+
 def run_once(stores: Stores, params: Params, now_us: int | None = None) -> dict[str, dict[str, Any]]:
     """One `monitor run` tick: roll old drift rows up, purge past retention, compute, store the reports."""
     now_us = now_us if now_us is not None else time.time_ns() // 1000
-    rollup_before = now_us - 2 * 3_600_000_000
-    stores.monitor.rollup(rollup_before, _merge_bytes)
-    stores.monitor.purge(now_us - params.monitoring.retention_days * 86_400_000_000)
+    housekeep(stores, params, now_us)
     reports = compute(stores, params, now_us=now_us)
     for kind, body in reports.items():
         stores.monitor.write_report(kind, str(body.get("status")), body, now_us)

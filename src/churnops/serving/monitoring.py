@@ -12,7 +12,8 @@ Off the hot path (the supervised `monitoring` task): every `monitor_flush_second
 of every slot (live, or swapped out since the last flush) and the interval's usage go to the
 monitor store, where windows merge across workers and replicas; every
 `monitor_refresh_seconds` the reports of jobs.monitor are recomputed from the store and
-become this worker's Prometheus gauges.
+become this worker's Prometheus gauges; hourly, old drift rows are rolled up and rows past the
+retention purged.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ MAX_PENDING_FLUSHES = 720  # an hour of 5 s flushes kept while the store is down
 # The performance report scans the ledger: it is shared by every worker and replica through the
 # monitor store and recomputed at most every PERFORMANCE_EVERY refreshes (5 min by default).
 PERFORMANCE_EVERY = 20
+HOUSEKEEPING_SECONDS = 3600.0  # roll old drift rows up and purge past retention, hourly
 
 
 class ServingMonitor:
@@ -222,6 +224,7 @@ async def run_monitoring(state: ServiceState, stop: asyncio.Event) -> None:
     context = await asyncio.to_thread(context_of, state)
     stores, params = context.stores, context.params
     refreshes, next_refresh = 0, time.monotonic()
+    next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -232,6 +235,9 @@ async def run_monitoring(state: ServiceState, stop: asyncio.Event) -> None:
             if time.monotonic() >= next_refresh:
                 performance = refreshes % PERFORMANCE_EVERY == 0
                 await asyncio.to_thread(refresh_gauges, state, stores, params, performance)
+            if time.monotonic() >= next_housekeeping:
+                await asyncio.to_thread(housekeep, stores, params)
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
                 refreshes += 1
                 next_refresh = time.monotonic() + settings.monitor_refresh_seconds
     finally:
@@ -249,6 +255,15 @@ async def flush(state: ServiceState, monitor: ServingMonitor, store: MonitorStor
         logger.warning(
             "monitoring flush failed (%s: %s); %d pending", type(err).__name__, err, len(monitor._pending)
         )
+
+
+def housekeep(stores: Stores, params: Params) -> None:
+    from churnops.jobs.monitor import housekeep as fold_and_purge
+
+    try:
+        fold_and_purge(stores, params)
+    except Exception as err:  # retried next hour; windows stay right, only longer to read
+        logger.warning("monitoring: roll-up failed (%s: %s)", type(err).__name__, err)
 
 
 def refresh_gauges(state: ServiceState, stores: Stores, params: Params, performance: bool) -> None:

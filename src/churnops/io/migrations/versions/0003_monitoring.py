@@ -6,8 +6,8 @@ Create Date: 2026-12-02
 
 Service workers append one `monitor_drift` row per live slot and one `monitor_usage` row
 every flush interval (a few seconds); windows are sums over rows, so workers and replicas
-merge by construction. `churnops monitor run` rolls old rows up and purges past the
-retention of params.yaml, so these are not append-only.
+merge by construction. Workers (hourly) and `churnops monitor run` (each tick) roll old
+rows up and purge past the retention of params.yaml, so these are not append-only.
 """
 
 from __future__ import annotations
