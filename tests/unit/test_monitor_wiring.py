@@ -301,7 +301,9 @@ def test_performance_reads_every_prediction_labelled_or_not(stores: monitor.Stor
 
 def _slot(profile: ReferenceProfile | None, version: str, variant: str = "champion") -> SimpleNamespace:
     drift = DriftAccumulator(profile) if profile is not None else None
-    return SimpleNamespace(model_name="churn-synthetic", version=version, variant=variant, drift=drift)
+    return SimpleNamespace(
+        model_name="churn-synthetic", version=version, variant=variant, drift=drift, drift_pending=[]
+    )
 
 
 @pytest.mark.unit
@@ -332,19 +334,25 @@ def test_the_worker_flushes_live_swapped_out_and_unprofiled_slots(profile: Refer
 
 @pytest.mark.unit
 def test_hot_path_cost_of_drift_and_cost_accounting(profile: ReferenceProfile) -> None:
-    """What monitoring adds to each prediction (printed with `pytest -s`; the bench measures the server)."""
+    """What monitoring adds to each prediction: on the request (append + sampled thread CPU) and in
+    the fold the monitoring task runs every 50 ms (printed with `pytest -s`; the bench measures the
+    server). Best of five: the box is shared."""
     worker = ServingMonitor("w1", sample_every=8)
     slot = _slot(profile, "1")
     items = _records(2_000, 8)
-    best = math.inf
-    for _ in range(5):  # best of five: the box is shared
+    request = fold = math.inf
+    for _ in range(5):
         started = time.perf_counter()
         for record, p in items:
             worker.observe(slot, record, p, worker.start())  # type: ignore[arg-type]
-        best = min(best, time.perf_counter() - started)
-    per_call = best / len(items) * 1e6
-    print(f"\nmonitoring on the hot path: {per_call:.2f} us per prediction (drift + sampled cost)")
-    assert per_call < 50  # generous: a shared 2-core box; ~5 us when idle
+        request = min(request, time.perf_counter() - started)
+        started = time.perf_counter()
+        assert worker.fold([slot]) == len(items)  # type: ignore[list-item]
+        fold = min(fold, time.perf_counter() - started)
+    per_request, per_fold = request / len(items) * 1e6, fold / len(items) * 1e6
+    print(f"\nmonitoring: {per_request:.2f} us on the request + {per_fold:.2f} us folded, per prediction")
+    assert slot.drift.total == 5 * len(items)
+    assert per_request + per_fold < 50  # generous: a shared 2-core box; ~2.3 us when idle
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 """Monitoring in a serving worker: drift counts and cost accounting on the hot path, flushed off it.
 
-Hot path (`start` / `observe`, a few microseconds): each answered prediction is folded into its
-slot's DriftAccumulator (one integer increment per feature) and counted in the UsageMeter under
-its variant. One request in `sample_every` also has its own thread CPU time measured around its
-scoring (`time.thread_time()` is a system call of ~1.5 us, too dear for every request) and is
-charged `sample_every` times that: an unbiased measurement of each variant's request CPU. The
-rest of the process's CPU (event loop, HTTP parsing, ledger writer, metrics) is background,
-shared out by prediction counts in core.cost.
+Hot path (`start` / `observe`, about a microsecond): each answered prediction is appended to its
+slot's pending list and counted in the UsageMeter under its variant; every FOLD_SECONDS the
+monitoring task folds the pending predictions into the slot's DriftAccumulator with `add_many`
+(numpy per feature, ~1.4 us a prediction against ~3.3 us for `add` on the request), on the
+event loop, so nothing is ever counted twice or lost. One request in `sample_every` also has
+its own thread CPU time measured around its scoring (`time.thread_time()` is a system call of
+~1.5 us, too dear for every request) and is charged `sample_every` times that: an unbiased
+measurement of each variant's request CPU. The rest of the process's CPU (event loop, HTTP
+parsing, ledger writer, metrics, these folds) is background, shared out by prediction counts
+in core.cost.
 
 Off the hot path (the supervised `monitoring` task): every `monitor_flush_seconds` the counts
 of every slot (live, or swapped out since the last flush) and the interval's usage go to the
@@ -47,6 +50,7 @@ MAX_PENDING_FLUSHES = 720  # an hour of 5 s flushes kept while the store is down
 # The performance report scans the ledger: it is shared by every worker and replica through the
 # monitor store and recomputed at most every PERFORMANCE_EVERY refreshes (5 min by default).
 PERFORMANCE_EVERY = 20
+FOLD_SECONDS = 0.05  # pending predictions are folded this often: ~0.7 ms of numpy at 10,000/s
 HOUSEKEEPING_SECONDS = 3600.0  # roll old drift rows up and purge past retention, hourly
 
 
@@ -82,9 +86,8 @@ class ServingMonitor:
         self, slot: ModelSlot, record: Mapping[str, Any], probability: float, cpu_started: float
     ) -> None:
         """Count one answered prediction: drift bins of its slot, and its variant's usage."""
-        drift = slot.drift
-        if drift is not None:
-            drift.add(record, probability)
+        if slot.drift is not None:
+            slot.drift_pending.append((record, probability))
         else:
             key = (slot.model_name, slot.version, slot.variant)
             self._unprofiled[key] = self._unprofiled.get(key, 0) + 1
@@ -97,10 +100,8 @@ class ServingMonitor:
         self, slot: ModelSlot, items: list[tuple[Mapping[str, Any], float]], cpu_started: float
     ) -> None:
         """A batch on one slot: every item's drift bins, and the batch's CPU over its predictions."""
-        drift = slot.drift
-        if drift is not None:
-            for record, probability in items:
-                drift.add(record, probability)
+        if slot.drift is not None:
+            slot.drift_pending.extend(items)
         else:
             key = (slot.model_name, slot.version, slot.variant)
             self._unprofiled[key] = self._unprofiled.get(key, 0) + len(items)
@@ -109,8 +110,21 @@ class ServingMonitor:
 
     # -- flushes (event loop: the swap of every window; the store write runs in a thread) ------
 
+    def fold(self, slots: list[ModelSlot]) -> int:
+        """Fold every pending prediction of these slots (and of the slots swapped out since the last
+        flush) into their drift windows; returns how many. Runs on the event loop, like `observe`."""
+        folded = 0
+        for slot in {**self._seen, **{id(s): s for s in slots}}.values():
+            pending, drift = slot.drift_pending, slot.drift
+            if pending and drift is not None:
+                slot.drift_pending = []
+                drift.add_many([record for record, _ in pending], [p for _, p in pending])
+                folded += len(pending)
+        return folded
+
     def snapshot(self, slots: list[ModelSlot]) -> tuple[list[DriftRow], UsageRow]:
         """Take this interval's counts and usage and start the next interval."""
+        self.fold(slots)
         now_us, cpu, rss = time.time_ns() // 1000, time.process_time(), resident_bytes()
         start_us = self._last_us
         rows: list[DriftRow] = []
@@ -225,12 +239,18 @@ async def run_monitoring(state: ServiceState, stop: asyncio.Event) -> None:
     stores, params = context.stores, context.params
     refreshes, next_refresh = 0, time.monotonic()
     next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+    next_flush = time.monotonic() + settings.monitor_flush_seconds
     try:
         while not stop.is_set():
+            wait = max(min(FOLD_SECONDS, next_flush - time.monotonic()), 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.monitor_flush_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
             if stop.is_set():
                 break
+            monitor.fold(state.slots.all())
+            if time.monotonic() < next_flush:
+                continue
+            next_flush = time.monotonic() + settings.monitor_flush_seconds
             await flush(state, monitor, stores.monitor)
             if time.monotonic() >= next_refresh:
                 performance = refreshes % PERFORMANCE_EVERY == 0

@@ -39,6 +39,8 @@ class ModelSlot:
     loaded_at: float = field(default_factory=time.time)
     row: np.ndarray = field(init=False)
     drift: DriftAccumulator | None = field(init=False, default=None)  # None: no reference profile
+    # Predictions not yet folded into `drift` (serving.monitoring folds them every few tens of ms).
+    drift_pending: list[tuple[Mapping[str, Any], float]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # Reused by every request on this slot: the event loop runs one request's scoring at a time.
