@@ -50,6 +50,7 @@ MAX_PENDING_FLUSHES = 720  # an hour of 5 s flushes kept while the store is down
 # The performance report scans the ledger: it is shared by every worker and replica through the
 # monitor store and recomputed at most every PERFORMANCE_EVERY refreshes (5 min by default).
 PERFORMANCE_EVERY = 20
+MAX_PENDING = 100_000  # folded on the request past this (only when the monitoring task is down)
 FOLD_SECONDS = 0.05  # pending predictions are folded this often: ~0.7 ms of numpy at 10,000/s
 HOUSEKEEPING_SECONDS = 3600.0  # roll old drift rows up and purge past retention, hourly
 
@@ -87,7 +88,10 @@ class ServingMonitor:
     ) -> None:
         """Count one answered prediction: drift bins of its slot, and its variant's usage."""
         if slot.drift is not None:
-            slot.drift_pending.append((record, probability))
+            pending = slot.drift_pending
+            pending.append((record, probability))
+            if len(pending) >= MAX_PENDING:  # the monitoring task is not folding: bound the memory
+                _fold(slot)
         else:
             key = (slot.model_name, slot.version, slot.variant)
             self._unprofiled[key] = self._unprofiled.get(key, 0) + 1
@@ -113,14 +117,7 @@ class ServingMonitor:
     def fold(self, slots: list[ModelSlot]) -> int:
         """Fold every pending prediction of these slots (and of the slots swapped out since the last
         flush) into their drift windows; returns how many. Runs on the event loop, like `observe`."""
-        folded = 0
-        for slot in {**self._seen, **{id(s): s for s in slots}}.values():
-            pending, drift = slot.drift_pending, slot.drift
-            if pending and drift is not None:
-                slot.drift_pending = []
-                drift.add_many([record for record, _ in pending], [p for _, p in pending])
-                folded += len(pending)
-        return folded
+        return sum(_fold(slot) for slot in {**self._seen, **{id(s): s for s in slots}}.values())
 
     def snapshot(self, slots: list[ModelSlot]) -> tuple[list[DriftRow], UsageRow]:
         """Take this interval's counts and usage and start the next interval."""
@@ -184,6 +181,15 @@ class ServingMonitor:
             if drift is not None and drift.fingerprint not in self._saved_profiles:
                 store.save_profile(drift.fingerprint, slot.model_name, slot.version, drift.profile.to_dict())
                 self._saved_profiles.add(drift.fingerprint)
+
+
+def _fold(slot: ModelSlot) -> int:
+    pending, drift = slot.drift_pending, slot.drift
+    if not pending or drift is None:
+        return 0
+    slot.drift_pending = []
+    drift.add_many([record for record, _ in pending], [p for _, p in pending])
+    return len(pending)
 
 
 def resident_bytes() -> float:
