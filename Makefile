@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration bench clean
+.PHONY: install demo test lint typecheck unit integration bench clean alerts
 
 install: $(STAMP)
 
@@ -25,8 +25,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/churnops demo
 
-test: install lint
+test: install lint alerts
 	$(BIN)/pytest -q
+
+# Alert rules: syntax (`promtool check rules`) and one unit test per rule (`promtool test rules`).
+# promtool ships in Debian's `prometheus` package (.ci/run installs it when missing).
+alerts:
+	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus"; exit 1; }
+	promtool check rules monitoring/alerts.yml
+	promtool test rules monitoring/tests/alerts_test.yml
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -285,7 +285,7 @@ def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int)
 
 # -- hot-path layers: each one on vs everything off, in the same run -------------------------
 
-OFF = {"CHURNOPS_AUTH": "off", "CHURNOPS_AUDIT": "off"}
+OFF = {"CHURNOPS_AUTH": "off", "CHURNOPS_AUDIT": "off", "CHURNOPS_MONITORING": "off"}
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -300,7 +300,10 @@ class Layer:
 
 
 def layers(pg_url: str | None) -> list[Layer]:
-    found = [Layer("baseline: every layer off", OFF, None)]
+    found = [
+        Layer("baseline: every layer off", OFF, None),
+        Layer("monitoring on (drift + cost accounting)", OFF | {"CHURNOPS_MONITORING": "on"}, 0.9),
+    ]
     if pg_url is not None:
         ledger = OFF | {"CHURNOPS_AUDIT": "on", "DATABASE_URL": pg_url}
         found += [
@@ -326,6 +329,7 @@ def hot_path_layers(
         proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
         try:
             stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", script, 16, duration)
+            cost = measured_cost(port, duration) if layer.env.get("CHURNOPS_MONITORING") == "on" else None
         finally:
             stop(proc)
         baseline = baseline or stats["rps"]
@@ -338,6 +342,23 @@ def hot_path_layers(
             f"p99 {stats['p99_us'] / 1e3:6.2f} ms  non-2xx {stats['non2xx']}",
             flush=True,
         )
+        if cost is not None:
+            print(f"    {cost}", flush=True)
+
+
+def measured_cost(port: int, duration: int) -> str:
+    """The service's own cost figure for the run just measured (after its next flush)."""
+    time.sleep(6.0)  # one flush interval (5 s) and a margin
+    window = f"{duration + 30}s"
+    body = httpx.get(f"http://127.0.0.1:{port}/v1/monitoring/cost?window={window}", timeout=30).json()
+    champion = next((v for v in body.get("variants", []) if v["variant"] == "champion"), None)
+    if champion is None or champion.get("per_1000_usd") is None:
+        return f"cost: {body.get('message')}"
+    return (
+        f"measured cost: ${champion['per_1000_usd']:.6f} per 1,000 predictions "
+        f"({champion['predictions']:,} predictions, {champion['cpu_seconds']:.1f} CPU s; "
+        "seed: $0.024 per 1,000; prices of params.yaml)"
+    )
 
 
 def bench_database() -> str | None:

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     audit_flush_ms: int = Field(25, ge=1, le=100, alias="CHURNOPS_AUDIT_FLUSH_MS")
     audit_checkpoint_seconds: float = Field(5.0, gt=0, le=10, alias="CHURNOPS_AUDIT_CHECKPOINT_SECONDS")
 
+    # -- monitoring -------------------------------------------------------------------------
+    # off: no drift counts or cost accounting on the hot path (benchmarks' baseline, never production)
+    monitoring: Literal["on", "off"] = Field("on", alias="CHURNOPS_MONITORING")
+    monitor_flush_seconds: float = Field(5.0, gt=0, le=60, alias="CHURNOPS_MONITOR_FLUSH_SECONDS")
+    monitor_refresh_seconds: float = Field(15.0, gt=0, alias="CHURNOPS_MONITOR_REFRESH_SECONDS")
+    # one request in N has its thread CPU time measured (two ~1.5 us system calls), charged N times
+    cost_sample: int = Field(8, ge=1, le=1024, alias="CHURNOPS_COST_SAMPLE")
+
     # -- access control ---------------------------------------------------------------------
     auth: Literal["on", "off"] = Field("on", alias="CHURNOPS_AUTH")
     rate_limit: str = Field("100/minute", alias="CHURNOPS_RATE_LIMIT")
@@ -173,6 +181,7 @@ class Settings(BaseSettings):
         return [
             "refuses CHURNOPS_AUTH=off" if self.auth == "off" else None,
             "refuses CHURNOPS_AUDIT=off" if self.audit == "off" else None,
+            "refuses CHURNOPS_MONITORING=off" if self.monitoring == "off" else None,
             "requires JWT_SECRET_KEY (or CHURNOPS_JWT_JWKS)"
             if jwt is None and self.jwt_jwks is None
             else None,

@@ -239,3 +239,41 @@ def test_microseconds_per_call_on_generated_records(synthetic_spec: DatasetSpec)
     best = min(timeit.repeat(run, number=2, repeat=5)) / (2 * len(pairs)) * 1e6
     print(f"\nDriftAccumulator.add: {best:.2f} us per call ({len(synthetic_spec.feature_columns)} features)")
     assert best < 25.0  # ~3.3 us here; generous for a busy 2-core box
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_add_many_counts_bin_for_bin_as_add(
+    data: st.DataObject, profile: ReferenceProfile, synthetic_spec: DatasetSpec
+) -> None:
+    """The batched fold serving uses off the request path gives exactly the counts of `add`."""
+    batch = data.draw(st.lists(records(synthetic_spec), min_size=0, max_size=30))
+    probabilities = data.draw(st.lists(st.floats(0, 1), min_size=len(batch), max_size=len(batch)))
+    many = DriftAccumulator(profile, synthetic_spec)
+    many.add_many(batch, probabilities)
+    np.testing.assert_array_equal(many.snapshot_and_reset(), plain_counts(profile, batch, probabilities))
+
+
+def test_add_many_takes_numpy_scalars_unhashables_and_drifted_frames(
+    profile: ReferenceProfile, synthetic_spec: DatasetSpec
+) -> None:
+    odd = [
+        {
+            "age": np.int64(40),
+            "tenure_months": np.float32(3.0),
+            "region": np.str_("North"),
+            "gender": ["Male"],
+        },
+        {"age": "41", "monthly_charges": float("inf"), "contract": "M2M", "gender": None},
+    ]
+    one, many = DriftAccumulator(profile), DriftAccumulator(profile)
+    for record in odd:
+        one.add(record, 0.3)
+    many.add_many(odd, [0.3, 0.3])
+    np.testing.assert_array_equal(one.snapshot_and_reset(), many.snapshot_and_reset())
+    frame = generate_customers(3_000, seed=78, drift="encoding_change")
+    proba = frame["true_churn_probability"].to_numpy()
+    many.add_many(frame[synthetic_spec.feature_columns].to_dict("records"), proba.tolist())
+    np.testing.assert_array_equal(many.snapshot_and_reset(), frame_counts(profile, frame, proba))
+    with pytest.raises(DataError, match="2 records but 1 probabilities"):
+        many.add_many(odd, [0.3])

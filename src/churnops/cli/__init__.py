@@ -14,7 +14,20 @@ from typing import Annotated
 import typer
 
 from churnops import __version__
-from churnops.cli import audit, config, data, db, demo, features, feedback, models, pipeline, privacy, serving
+from churnops.cli import (
+    audit,
+    config,
+    data,
+    db,
+    demo,
+    features,
+    feedback,
+    models,
+    monitor,
+    pipeline,
+    privacy,
+    serving,
+)
 from churnops.errors import ChurnopsError
 
 app = typer.Typer(
@@ -33,6 +46,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(audit.app, name="audit")
 app.add_typer(privacy.app, name="privacy")
+app.add_typer(monitor.app, name="monitor")
 serving.register(app)
 app.command()(demo.demo)
 

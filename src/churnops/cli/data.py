@@ -18,7 +18,8 @@ def data_generate(
     rows: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
     drift: Annotated[
-        str | None, typer.Option(help="Drift scenario: price_increase, encoding_change or new_segment.")
+        str | None,
+        typer.Option(help="Drift scenario: price_increase, encoding_change, new_segment or concept_drift."),
     ] = None,
 ) -> None:
     """Generate synthetic subscription customers with known true churn probabilities."""

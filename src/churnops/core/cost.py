@@ -22,8 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from churnops.core.monitoring_params import CostParams, PriceTable
 from churnops.core.windows import json_ready
 from churnops.errors import ConfigError, DataError
 
@@ -33,24 +32,6 @@ _NO_PRICES = (
     "cost: no price table; set monitoring.cost.prices in params.yaml "
     "(vcpu_hour_usd, gb_hour_usd, replica_hour_usd)"
 )
-
-
-class PriceTable(BaseModel):
-    """What an hour of compute costs (params.yaml `monitoring.cost.prices`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    vcpu_hour_usd: float = Field(ge=0)
-    gb_hour_usd: float = Field(ge=0)
-    replica_hour_usd: float = Field(0.0, ge=0)  # fixed: load balancer share, node overhead, ...
-
-
-class CostParams(BaseModel):
-    """Prices and the anomaly rule (params.yaml `monitoring.cost`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    prices: PriceTable | None = None
-    anomaly_factor: float = Field(1.5, gt=1)  # alert when cost per 1,000 exceeds this x the trailing baseline
-    min_baseline: int = Field(3, ge=1)  # trailing windows needed before judging
 
 
 @dataclass(frozen=True)
@@ -180,7 +161,7 @@ def cost_report(usage: Sequence[WorkerUsage], prices: PriceTable | None) -> Cost
     table = prices.model_dump()
     if not any(v.predictions for v in priced):
         return CostReport("no_data", "not enough data: no predictions measured", priced, idle_usd, table)
-    summary = ", ".join(f"{v.variant} ${v.per_1000_usd:.4f}" for v in priced if v.predictions)
+    summary = ", ".join(f"{v.variant} ${v.per_1000_usd:.3g}" for v in priced if v.predictions)
     return CostReport("ok", f"cost per 1,000 predictions: {summary}", priced, idle_usd, table)
 
 
@@ -210,7 +191,7 @@ def cost_anomaly(current: float, trailing: Sequence[float], params: CostParams |
     ratio = current / baseline
     if ratio > factor:
         message = (
-            f"anomaly: ${current:.4f} per 1,000 is {ratio:.2f}x the trailing ${baseline:.4f} (> {factor}x)"
+            f"anomaly: ${current:.3g} per 1,000 is {ratio:.2f}x the trailing ${baseline:.3g} (> {factor}x)"
         )
         return CostAnomaly("anomaly", current, baseline, ratio, factor, message)
     return CostAnomaly("ok", current, baseline, ratio, factor, f"ok: {ratio:.2f}x the trailing baseline")

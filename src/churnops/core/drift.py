@@ -32,35 +32,15 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from churnops.core.drift_profile import TOTAL_INDEX, CategoricalShares, NumericalBins, ReferenceProfile
+from churnops.core.monitoring_params import DriftParams
 from churnops.core.windows import check_name, json_ready
 from churnops.errors import DataError
 
 Status = Literal["ok", "warn", "alert", "not_judged", "no_data"]
 _RANK: dict[str, int] = {"no_data": -2, "not_judged": -1, "ok": 0, "warn": 1, "alert": 2}
 DRIFT_STATISTICS: tuple[str, ...] = ("psi", "js_distance")
-
-
-class DriftParams(BaseModel):
-    """Thresholds of the drift judgement (params.yaml `monitoring.drift`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    psi_warn: float = Field(0.1, gt=0)
-    psi_alert: float = Field(0.25, gt=0)
-    # share of a window's values in categories training never had
-    unseen_warn: float = Field(0.01, gt=0, le=1)
-    unseen_alert: float = Field(0.05, gt=0, le=1)
-    drifted_share_alert: float = Field(0.5, gt=0, le=1)  # share of features at warn or worse that alerts
-    min_window: int = Field(1000, ge=1)  # fewer predictions than this: not judged
-    smoothing: float = Field(0.5, gt=0)  # pseudo-count per bin in PSI
-
-    @model_validator(mode="after")
-    def _ordered(self) -> DriftParams:
-        if self.psi_alert < self.psi_warn or self.unseen_alert < self.unseen_warn:
-            raise ValueError("alert thresholds must not be below their warn thresholds")
-        return self
 
 
 def psi(reference: ArrayLike, current: ArrayLike, smoothing: float = 0.5) -> float:

@@ -13,6 +13,10 @@ is not already a string. Cost: ~3.3 us per call for the 16 synthetic features in
 pay here: a call costs ~0.3 us before any work, and the values still have to be read out
 of the dict in Python (measured 1.3 us against 1.4-1.7 us for the six numerical features).
 
+`add_many(records, probabilities)` counts a batch bin for bin as `add` would, with numpy per
+feature: ~1.4 us a record for the same 16 features. Serving appends each prediction to a list
+(~50 ns on the request) and folds the list with it every few tens of milliseconds.
+
 Windows rotate by swapping the buffer: `snapshot_and_reset()` hands back the counts so far
 as an int64 numpy vector (the profile's `ProfileLayout`) and starts a fresh one. Vectors
 from any number of workers and replicas add up (`merge`) as long as they share the
@@ -28,16 +32,18 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from churnops.core.drift_profile import TOTAL_INDEX, CategoricalShares, Counts, ReferenceProfile
 from churnops.core.features import category_key, to_float
 from churnops.core.spec import DatasetSpec
 from churnops.errors import DataError
 
+_PLAIN = frozenset({float, int, bool, type(None)})  # what numpy converts exactly as to_float does
 # Per numerical feature: (name, edges, first bin's index, missing bin's index).
 _NumericPlan = tuple[str, list[float], int, int]
 # Per categorical feature: (name, key -> bin (str keys and None), bin for keys not in the dict).
@@ -88,6 +94,37 @@ class DriftAccumulator:
         counts[self._prediction_start + bisect_right(self._prediction_edges, probability)] += 1
         counts[TOTAL_INDEX] += 1
 
+    def add_many(self, records: Sequence[Mapping[str, object]], probabilities: Sequence[float]) -> None:
+        """Count many predictions at once, bin for bin as `add` would, at ~1.4 us a record instead of
+        ~3.3 us: the values are read out per feature and binned with numpy (serving folds the
+        predictions of the last few tens of milliseconds this way, off the request path)."""
+        n = len(records)
+        if n != len(probabilities):
+            raise DataError(f"drift counts: {n} records but {len(probabilities)} probabilities")
+        if n == 0:
+            return
+        parts = [self._numeric_bins(plan, records) for plan in self._numeric]
+        parts += [_category_bins(plan, records) for plan in self._categorical]
+        proba = np.asarray(probabilities, dtype=np.float64)
+        edges = np.asarray(self._prediction_edges, dtype=np.float64)
+        parts.append(np.searchsorted(edges, proba, side="right") + self._prediction_start)
+        total = np.bincount(np.concatenate(parts), minlength=self.size)
+        total[TOTAL_INDEX] += n
+        window = np.frombuffer(self._counts, dtype=np.int64)
+        window += total
+
+    @staticmethod
+    def _numeric_bins(plan: _NumericPlan, records: Sequence[Mapping[str, object]]) -> NDArray[np.intp]:
+        name, edges, start, missing = plan
+        values = [record.get(name) for record in records]
+        if set(map(type, values)) <= _PLAIN:  # numbers and None (NaN) convert at C speed
+            array = np.array(values, dtype=np.float64)
+        else:  # text, numpy scalars, anything else: the transformer's own rule, value by value
+            array = np.array([to_float(v) for v in values], dtype=np.float64)
+        index = np.searchsorted(np.asarray(edges, dtype=np.float64), array, side="right") + start
+        index[~np.isfinite(array)] = missing
+        return np.asarray(index, dtype=np.intp)
+
     def snapshot_and_reset(self) -> Counts:
         """The counts since the last call (an int64 vector in the profile's layout); starts a new window."""
         counts, self._counts = self._counts, _zeros(self.size)
@@ -126,6 +163,19 @@ def decode_counts(data: bytes, size: int) -> Counts:
     if len(data) != 8 * size:
         raise DataError(f"drift counts: {len(data)} bytes do not hold {size} int64 counts (another layout?)")
     return np.frombuffer(data, dtype="<i8").astype(np.int64)
+
+
+def _category_bins(plan: _CategoricalPlan, records: Sequence[Mapping[str, object]]) -> NDArray[np.intp]:
+    name, lookup, unknown = plan
+    get = lookup.get
+    values = [record.get(name) for record in records]
+    try:
+        index = [get(value, -1) for value in values]  # type: ignore[call-overload]
+    except TypeError:  # an unhashable value somewhere: key every value
+        index = [-1] * len(values)
+    if -1 in index:
+        index = [i if i >= 0 else get(category_key(v), unknown) for i, v in zip(index, values, strict=True)]
+    return np.asarray(index, dtype=np.intp)
 
 
 def _categorical_plan(feature: CategoricalShares, start: int) -> _CategoricalPlan:

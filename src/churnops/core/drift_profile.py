@@ -232,8 +232,13 @@ def build_profile(
     max_categories: int = 50,
     max_other_keys: int = 1000,
     prediction_bins: int = 10,
+    min_pii_count: int = 1,
 ) -> ReferenceProfile:
-    """The reference profile of the training rows `frame` and the model's probabilities on them."""
+    """The reference profile of the training rows `frame` and the model's probabilities on them.
+
+    A PII column's key seen in fewer than `min_pii_count` rows is never stored (it could single a
+    customer out): it counts as 'other', and so does any key served later that the profile lacks.
+    """
     if numeric_bins < 2 or prediction_bins < 2 or max_categories < 1 or max_other_keys < 0:
         raise ConfigError("reference profile: need >= 2 bins, >= 1 category and max_other_keys >= 0")
     if len(frame) == 0:
@@ -248,7 +253,8 @@ def build_profile(
         _numerical(col, _numeric_values(frame[col]), numeric_bins) for col in spec.features.numerical
     ]
     features += [
-        _categorical(col, frame[col], max_categories, max_other_keys) for col in spec.features.categorical
+        _categorical(col, frame[col], max_categories, max_other_keys, min_pii_count if col in spec.pii else 1)
+        for col in spec.features.categorical
     ]
     edges = _quantile_edges(proba, prediction_bins)
     prediction = PredictionBins(edges=edges, counts=_bin_counts(proba, edges))
@@ -303,7 +309,9 @@ def _numerical(name: str, values: NDArray[np.float64], bins: int) -> NumericalBi
     return NumericalBins(name=name, edges=edges, counts=_bin_counts(present, edges), missing=missing)
 
 
-def _categorical(name: str, series: pd.Series, max_categories: int, max_other_keys: int) -> CategoricalShares:
+def _categorical(
+    name: str, series: pd.Series, max_categories: int, max_other_keys: int, min_count: int = 1
+) -> CategoricalShares:
     codes, keys = _column_keys(series)
     per_code = np.bincount(codes, minlength=len(keys)).tolist()
     totals: dict[str, int] = {}
@@ -314,14 +322,16 @@ def _categorical(name: str, series: pd.Series, max_categories: int, max_other_ke
         else:
             totals[key] = totals.get(key, 0) + count
     ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
-    top, rest = ranked[:max_categories], ranked[max_categories:]
+    common = [(k, c) for k, c in ranked if c >= min_count]
+    top, rest = common[:max_categories], common[max_categories:]
+    rare = sum(c for k, c in ranked if c < min_count)  # counted, never named
     return CategoricalShares(
         name=name,
         categories=tuple(k for k, _ in top),
         counts=tuple(c for _, c in top),
-        other=sum(c for _, c in rest),
+        other=sum(c for _, c in rest) + rare,
         other_keys=tuple(k for k, _ in rest[:max_other_keys]),
-        other_overflow=len(rest) > max_other_keys,
+        other_overflow=len(rest) > max_other_keys or rare > 0,
         missing=missing,
     )
 

@@ -1,5 +1,5 @@
 """Pipeline parameters (params.yaml): split, validation, features, candidates and their search,
-evaluation, business, and the online store's expiry."""
+evaluation, business, the online store's expiry, the ledger, and monitoring."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from churnops.core.monitoring_params import MonitoringParams
 from churnops.errors import ConfigError
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -353,6 +354,7 @@ class Params(BaseModel):
     business: BusinessParams = Field(default_factory=BusinessParams)
     online_store: OnlineStoreParams = Field(default_factory=OnlineStoreParams)
     ledger: LedgerParams = Field(default_factory=LedgerParams)
+    monitoring: MonitoringParams = Field(default_factory=MonitoringParams)
 
 
 def parse_params(text: str, source: str = "params.yaml") -> Params:

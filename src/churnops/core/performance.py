@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
 from churnops.core.metrics import reliability_curve
+from churnops.core.monitoring_params import PerformanceParams
 from churnops.core.params import BusinessParams
 from churnops.core.performance_stats import (
     BoolArray,
@@ -58,25 +58,6 @@ REALISED_METRICS: tuple[str, ...] = ("roc_auc", "log_loss", "brier", "ece", "pre
 ESTIMATED_METRICS: tuple[str, ...] = ("roc_auc", "log_loss", "brier", "precision", "recall", "profit")
 KINDS: tuple[str, ...] = ("realised", "estimated")
 StrArray = NDArray[np.str_]
-
-
-class PerformanceParams(BaseModel):
-    """Cohorts, label window and calibration tolerances (params.yaml `monitoring.performance`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    label_window_days: float = Field(30.0, gt=0)  # a churn label is final this long after the prediction
-    cohort: Literal["day", "week"] = "day"
-    min_labels: int = Field(200, ge=1)  # fewer labels in a cohort: no realised metrics
-    confidence: float = Field(0.95, gt=0, lt=1)
-    calibration_bins: int = Field(10, ge=2)
-    # The calibration check pools the latest matured cohorts until it has `calibration_min_labels`
-    # labels, taking at most `calibration_cohorts` of them: one cohort on busy traffic, so a change
-    # shows the day its first cohort matures; several on quiet traffic.
-    calibration_cohorts: int = Field(7, ge=1)
-    calibration_min_labels: int = Field(2000, ge=1)
-    mean_gap_tolerance: float = Field(0.02, ge=0)  # |observed churn rate - mean probability|
-    ece_tolerance: float = Field(0.05, ge=0)
-    auc_gap_tolerance: float = Field(0.02, ge=0)  # |estimated AUC - realised AUC|
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -26,6 +26,16 @@ LABELLED_COLUMNS = (
     "predicted_at_us",
     "churned",
     "observed_at_us",
+)
+SCORE_COLUMNS = (
+    "model_version",
+    "variant",
+    "probability",
+    "decision",
+    "threshold",
+    "predicted_at_us",
+    "churned",
+    "received_at_us",
 )
 
 
@@ -131,3 +141,45 @@ class FeedbackStore:
         with self.store.ready().connect() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame([tuple(row) for row in rows], columns=list(LABELLED_COLUMNS))
+
+    def scores(
+        self,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        *,
+        latest: int | None = None,
+        chunk_rows: int = 50_000,
+    ) -> Iterator[pd.DataFrame]:
+        """Every prediction (served and shadow) in [since, until), labelled or not, in chunks of
+        `chunk_rows`: the columns of SCORE_COLUMNS, `churned`/`received_at_us` null while no label
+        has arrived. Oldest first; with `latest`, only the newest `latest` predictions (newest first).
+
+        Estimated performance needs every prediction of a cohort, not only the labelled ones, so
+        this is a LEFT JOIN streamed from the server: memory stays bounded by one chunk.
+        """
+        r, f = ledger_records.c, feedback_labels.c
+        query = (
+            sa.select(
+                r.model_version,
+                r.variant,
+                r.probability,
+                r.decision,
+                r.threshold,
+                r.at_us,
+                f.churned,
+                f.received_at_us,
+            )
+            .select_from(ledger_records.outerjoin(feedback_labels, f.prediction_id == r.record_id))
+            .where(r.kind == "prediction")
+        )
+        if since_us is not None:
+            query = query.where(r.at_us >= since_us)
+        if until_us is not None:
+            query = query.where(r.at_us < until_us)
+        query = (
+            query.order_by(r.at_us.desc()).limit(latest) if latest is not None else query.order_by(r.at_us)
+        )
+        with self.store.ready().connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+            for chunk in result.partitions():
+                yield pd.DataFrame([tuple(row) for row in chunk], columns=list(SCORE_COLUMNS))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PROFILE_TAG = "churnops.reference_profile"  # version tag: the fingerprint of its reference profile
+PROFILE_ARTIFACT = "monitoring/reference_profile.json"
 LISTED_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall")
 # Dependencies of the pyfunc model, listed so MLflow does not spend 8-17 s inferring them.
 PIP_REQUIREMENTS = ["numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "pyarrow", "churnops"]
@@ -282,6 +285,42 @@ class MlflowRegistry:
             "run_id": mv.run_id,
         }
 
+    def version_tags(self, model_name: str, version: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_model_version(model_name, version).tags or {})
+        except MlflowException as err:
+            raise NotFound(f"{model_name} has no version {version}") from err
+
+    def save_reference_profile(self, model_name: str, version: str, profile: Mapping[str, Any]) -> str:
+        """Log a version's reference profile as an artifact of its run and tag the version with its
+        fingerprint; returns the fingerprint."""
+        from churnops.core.drift_profile import ReferenceProfile
+
+        parsed = ReferenceProfile.from_dict(profile)
+        run_id = self.client.get_model_version(model_name, version).run_id
+        if not run_id:
+            raise RegistryError(f"{model_name} v{version} has no run to keep its reference profile in")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(PROFILE_ARTIFACT).name
+            path.write_text(json.dumps(parsed.to_dict(), sort_keys=True))
+            self.client.log_artifact(run_id, str(path), str(Path(PROFILE_ARTIFACT).parent))
+        fingerprint = parsed.fingerprint()
+        self.client.set_model_version_tag(model_name, version, PROFILE_TAG, fingerprint)
+        return fingerprint
+
+    def reference_profile(self, model_name: str, version: str) -> dict[str, Any] | None:
+        """The profile `save_reference_profile` kept for a version (None when it has none)."""
+        if PROFILE_TAG not in self.version_tags(model_name, version):
+            return None
+        run_id = self.client.get_model_version(model_name, version).run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
+            )
+            return dict(json.loads(Path(local).read_text()))
+
     def _artifact_location(self, model_name: str, version: str) -> str:
         """Where a version's files live, resolved with this client (never the process-wide URIs)."""
         source = str(self.client.get_model_version_download_uri(model_name, version))
@@ -310,7 +349,12 @@ class MlflowRegistry:
                 found = next(local.rglob(BUNDLE_FILE), None)
                 if found is None:
                     raise RegistryError(f"{uri} has no {BUNDLE_FILE}: not a churnops model")
-                return load_bundle(found)
+                bundle = load_bundle(found)
+            if "reference_profile" not in bundle.metadata:  # trained before profiles, maybe backfilled
+                backfilled = self.reference_profile(model_name, version)
+                if backfilled is not None:
+                    bundle.metadata["reference_profile"] = backfilled
+            return bundle
         except RegistryError:
             raise
         except Exception as err:

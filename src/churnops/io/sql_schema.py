@@ -11,6 +11,9 @@ and evolves it, and a test keeps the migrations and this module equal.
 - Access control: `api_keys` (HMAC of the secret only; signing secret encrypted).
 - `change_log`: the change feed every worker and replica follows (erasures, revocations,
   experiments, alias moves).
+- Monitoring: `monitor_profiles` (reference profiles by fingerprint), `monitor_drift` (drift
+  bin counts per worker, slot and flush interval), `monitor_usage` (measured CPU and memory
+  per worker and interval), `monitor_reports` (what `monitor run` computed, for history).
 
 Times in the ledger-side tables are integer microseconds since the epoch (UTC): exact in
 both databases and in the hash chain.
@@ -166,6 +169,55 @@ change_log = sa.Table(
     sa.Column("topic", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # JSON: pseudonyms and ids only, never clear PII
     sa.Column("at_us", sa.BigInteger, nullable=False),
+)
+
+monitor_profiles = sa.Table(
+    "monitor_profiles",
+    metadata,
+    sa.Column("fingerprint", sa.String(16), primary_key=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("profile", sa.Text, nullable=False),  # ReferenceProfile.to_dict() as JSON
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+)
+
+monitor_drift = sa.Table(
+    "monitor_drift",
+    metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("variant", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(16), nullable=True),  # null: the version has no reference profile
+    sa.Column("worker_id", sa.String(64), nullable=False),
+    sa.Column("start_us", sa.BigInteger, nullable=False),
+    sa.Column("end_us", sa.BigInteger, nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),  # predictions in the interval
+    sa.Column("counts", sa.LargeBinary, nullable=True),  # little-endian int64 in the profile's layout
+    sa.Index("ix_monitor_drift_end", "end_us"),
+)
+
+monitor_usage = sa.Table(
+    "monitor_usage",
+    metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("worker_id", sa.String(64), nullable=False),
+    sa.Column("start_us", sa.BigInteger, nullable=False),
+    sa.Column("end_us", sa.BigInteger, nullable=False),
+    sa.Column("predictions", sa.BigInteger, nullable=False),
+    sa.Column("usage", sa.Text, nullable=False),  # WorkerUsage.to_dict() as JSON
+    sa.Index("ix_monitor_usage_end", "end_us"),
+)
+
+monitor_reports = sa.Table(
+    "monitor_reports",
+    metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # drift | performance | cost
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the report as JSON
+    sa.Index("ix_monitor_reports_kind_at", "kind", "at_us"),
 )
 
 # Tables the service may only append to (PostgreSQL and SQLite triggers refuse UPDATE/DELETE).

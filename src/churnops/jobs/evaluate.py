@@ -19,6 +19,7 @@ from churnops.core.blend import BlendClassifier
 from churnops.core.bundle import ModelBundle
 from churnops.core.calibration import calibrated, choose_calibration, uncalibrated
 from churnops.core.candidates import Classifier, TrainedCandidate, refit_fixed
+from churnops.core.drift_profile import ReferenceProfile, build_profile
 from churnops.core.examples import synthetic_rows
 from churnops.core.fairness import FairnessGap, SliceResult, bucket_numeric, fairness_gaps, slice_metrics
 from churnops.core.features import FeatureTransformer
@@ -82,6 +83,9 @@ def evaluate(workdir: Workdir, params: Params) -> dict[str, Any]:
     bundle.metadata["golden"] = golden_requests(
         bundle, synthetic_rows(training_rows, spec, seed=params.split.seed)
     )
+    profile = reference_profile(bundle, frame[~holdout], params)  # fit + validation, never the holdout
+    bundle.metadata["reference_profile"] = profile.to_dict()
+    write_json(workdir.reference_profile, profile.to_dict())
     save_bundle(bundle, workdir.bundle)
     write_json(workdir.metrics, report)
     card = model_card_data(workdir, report, training, params, slices, fairness)
@@ -140,6 +144,15 @@ def _calibration_report(entry: dict[str, Any]) -> dict[str, Any]:
         out[f"{metric}_before"] = calibration[f"{metric}_uncalibrated"]
         out[f"{metric}_after"] = holdout[metric]
     return out
+
+
+def reference_profile(bundle: ModelBundle, training_rows: pd.DataFrame, params: Params) -> ReferenceProfile:
+    """What the model's training part (fit + validation rows, never the holdout) and its probabilities on
+    it look like: served traffic is compared with this (drift)."""
+    proba = bundle.predict_proba(training_rows)
+    rare = params.features.min_pii_category_count
+    profile = params.monitoring.profile.model_dump()
+    return build_profile(training_rows, bundle.spec, proba, **profile, min_pii_count=rare)
 
 
 def golden_requests(bundle: ModelBundle, rows: pd.DataFrame) -> list[dict[str, Any]]:

@@ -173,6 +173,8 @@ def _log_chosen(
     }
     example = _input_example(frame, spec)
     version = registry.log_model(run_id, workdir.bundle, model_name, example, version_tags)
+    if workdir.reference_profile.exists():  # also inside the bundle; the artifact is what backfills add to
+        registry.save_reference_profile(model_name, version, read_json(workdir.reference_profile))
     with workdir.model_card_data.open("rb") as handle:
         card: ModelCardData = pickle.load(handle)
     workdir.model_card.write_text(

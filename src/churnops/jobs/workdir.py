@@ -68,6 +68,10 @@ class Workdir:
         return self.evaluation_dir / "model_card.pkl"
 
     @property
+    def reference_profile(self) -> Path:
+        return self.evaluation_dir / "reference_profile.json"
+
+    @property
     def bundle(self) -> Path:
         return self.evaluation_dir / "bundle.pkl"
 

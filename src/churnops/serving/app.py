@@ -25,6 +25,7 @@ from churnops.errors import ChurnopsError
 from churnops.serving.asgi import AccessLog, ASGIApp, FastRoutes, RequestContext
 from churnops.serving.change_handlers import follow_changes
 from churnops.serving.errors import error_body, error_response
+from churnops.serving.monitoring import run_monitoring
 from churnops.serving.reload import watch_aliases
 from churnops.serving.routes import router
 from churnops.serving.state import ServiceState, build_state
@@ -100,6 +101,8 @@ def start_background(service: ServiceState, access_log: AccessLog, stop: asyncio
     if service.follower is not None:
         follow_changes(service, service.follower)
         supervisor.start("change-feed", service.follower.run)
+    if service.monitor is not None:
+        supervisor.start("monitoring", lambda stop: run_monitoring(service, stop))
     return supervisor
 
 

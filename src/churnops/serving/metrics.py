@@ -43,6 +43,8 @@ class ServiceMetrics:
         self.audit: dict[str, float] = {}  # outcome -> records; plus queue_depth, spool_bytes, write sums
         self.tasks_up: dict[str, int] = {}
         self.task_restarts: dict[str, int] = {}
+        # Monitoring gauges, family -> [labels..., value] rows (computed from the shared store).
+        self.monitoring: dict[str, list[list[Any]]] = {}
 
     def observe_prediction(
         self, variant: str, version: str, source: str, seconds: float, outcome: str
@@ -80,6 +82,7 @@ class ServiceMetrics:
             "audit": self.audit.copy(),
             "tasks_up": self.tasks_up.copy(),
             "task_restarts": self.task_restarts.copy(),
+            "monitoring": self.monitoring.copy(),
         }
 
     def publish(self) -> None:
@@ -92,10 +95,13 @@ class ServiceMetrics:
         temporary.write_text(json.dumps(self.snapshot()))
         temporary.replace(target)
 
+    def snapshots(self) -> list[dict[str, Any]]:
+        """This worker's snapshot (live) and every other worker's last one."""
+        return [self.snapshot(), *self._other_snapshots()]
+
     def render(self) -> bytes:
         """Prometheus text for all workers: this one live, the others from their snapshots."""
-        snapshots = [self.snapshot(), *self._other_snapshots()]
-        return "".join(_render(snapshots)).encode()
+        return "".join(_render(self.snapshots())).encode()
 
     def _other_snapshots(self) -> Iterator[dict[str, Any]]:
         if self.metrics_dir is None or not self.metrics_dir.is_dir():
@@ -119,7 +125,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _sum_counts(snapshots: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], float]:
+def sum_counts(snapshots: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], float]:
     totals: dict[tuple[str, ...], float] = {}
     for snap in snapshots:
         for *labels, value in snap.get(key, []):
@@ -127,7 +133,7 @@ def _sum_counts(snapshots: list[dict[str, Any]], key: str) -> dict[tuple[str, ..
     return totals
 
 
-def _sum_histograms(snapshots: list[dict[str, Any]]) -> dict[tuple[str, ...], list[float]]:
+def sum_histograms(snapshots: list[dict[str, Any]]) -> dict[tuple[str, ...], list[float]]:
     totals: dict[tuple[str, ...], list[float]] = {}
     for snap in snapshots:
         for *labels, values in snap.get("latency", []):
@@ -141,12 +147,12 @@ def _render(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield "# HELP predictions_total Predictions by variant, model version, outcome and feature source.\n"
     yield "# TYPE predictions_total counter\n"
     names = ("variant", "model_version", "outcome", "feature_source")
-    for labels, value in sorted(_sum_counts(snapshots, "predictions").items()):
+    for labels, value in sorted(sum_counts(snapshots, "predictions").items()):
         yield f"predictions_total{_labels(names, labels)} {value:g}\n"
     yield from _render_latency(snapshots)
     yield "# HELP http_requests_total HTTP requests by method, route and status.\n"
     yield "# TYPE http_requests_total counter\n"
-    for labels, value in sorted(_sum_counts(snapshots, "http").items()):
+    for labels, value in sorted(sum_counts(snapshots, "http").items()):
         yield f"http_requests_total{_labels(('method', 'route', 'status'), labels)} {value:g}\n"
     yield "# HELP model_version_info Model versions live in a serving slot (value 1).\n"
     yield "# TYPE model_version_info gauge\n"
@@ -159,7 +165,7 @@ def _render(snapshots: list[dict[str, Any]]) -> Iterator[str]:
 def _render_latency(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield "# HELP inference_latency_seconds Time to answer one prediction, from request to response.\n"
     yield "# TYPE inference_latency_seconds histogram\n"
-    for (variant, version), values in sorted(_sum_histograms(snapshots).items()):
+    for (variant, version), values in sorted(sum_histograms(snapshots).items()):
         base = f'variant="{_escape(variant)}",model_version="{_escape(version)}"'
         cumulative = 0.0
         for bound, count in zip((*LATENCY_BUCKETS, float("inf")), values[:-1], strict=True):
@@ -189,6 +195,7 @@ def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield f"model_load_failures_total {sum(s.get('model_load_failures', 0) for s in snapshots)}\n"
     yield from _render_audit(snapshots)
     yield from _render_tasks(snapshots)
+    yield from _render_monitoring(snapshots)
     yield "# HELP feature_store_stat Online feature store: pool use, cache, errors and fallbacks (summed).\n"
     yield "# TYPE feature_store_stat gauge\n"
     totals: dict[tuple[str, str], int] = {}
@@ -242,3 +249,48 @@ def _render_tasks(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield "# TYPE background_task_restarts_total counter\n"
     for task, value in sorted(restarts.items()):
         yield f'background_task_restarts_total{{task="{_escape(task)}"}} {value}\n'
+
+
+# family -> (type, help, label names). Every worker computes these from the same shared store:
+# this worker's view is the one exported (as for model_version_info).
+MONITORING_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "feature_drift_psi": (
+        "gauge",
+        "PSI of each feature in the drift window (judged windows only).",
+        ("feature", "variant"),
+    ),
+    "prediction_drift_psi": (
+        "gauge",
+        "PSI of the predicted probabilities in the drift window.",
+        ("variant",),
+    ),
+    "drift_drifted_features_ratio": (
+        "gauge",
+        "Share of features at warn or worse (PSI or unseen categories) in the drift window.",
+        ("variant",),
+    ),
+    "drift_window_predictions": (
+        "gauge",
+        "Predictions in the drift window (all workers and replicas).",
+        ("variant",),
+    ),
+    "model_performance": (
+        "gauge",
+        "Newest cohort's performance: realised (labelled) or estimated (CBPE, before labels).",
+        ("metric", "variant", "kind"),
+    ),
+    "model_performance_gate": ("gauge", "The floor of params.yaml monitoring.gate per metric.", ("metric",)),
+    "cost_per_1000_predictions_usd": (
+        "gauge",
+        "Measured CPU and memory cost of 1,000 predictions in the cost window, priced from params.yaml.",
+        ("variant",),
+    ),
+}
+
+
+def _render_monitoring(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    own = snapshots[0].get("monitoring", {}) if snapshots else {}
+    for family, (kind, text, names) in MONITORING_FAMILIES.items():
+        yield f"# HELP {family} {text}\n# TYPE {family} {kind}\n"
+        for *labels, value in sorted(own.get(family, []), key=lambda row: [str(x) for x in row[:-1]]):
+            yield f"{family}{_labels(names, labels)} {float(value):.6g}\n"

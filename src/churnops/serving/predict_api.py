@@ -74,6 +74,8 @@ async def handle_predict(
         _check_id(request.customer_id, "customer_id")
         stored = await state.features.get(request.customer_id)
         slot = state.champion()  # taken after the read: the request finishes on this slot
+        monitor = state.monitor
+        cpu = monitor.start() if monitor is not None else -1.0  # after the await: this request's CPU only
         now_ns = time.time_ns()
         result, record, reasons = scorer.predict(
             slot,
@@ -84,6 +86,8 @@ async def handle_predict(
             request_id,
             state.ids.next(now_ns),
         )
+        if monitor is not None:
+            monitor.observe(slot, record, result["churn_probability"], cpu)
         ledger = state.ledger
         if ledger is not None:
             entry = _entry(slot, result, record, reasons, request_id, principal, now_ns)
@@ -143,11 +147,16 @@ async def handle_batch(
         _check_batch(state, instances)
         stored = [await state.features.get(item.customer_id) for item in instances]
         slot = state.champion()  # one slot for the whole batch, taken after the reads: no mixed versions
+        monitor = state.monitor
+        cpu = monitor.start() if monitor is not None else -1.0
         now_ns = time.time_ns()
         scored = [
             _batch_item(state, slot, item, found, request_id, now_ns)
             for item, found in zip(instances, stored, strict=True)
         ]
+        if monitor is not None:
+            answered = [(rec, res["churn_probability"]) for res, rec, _ in scored if rec is not None]
+            monitor.observe_batch(slot, answered, cpu)
         entries = [
             _entry(slot, result, record, reasons, request_id, principal, now_ns)
             for result, record, reasons in scored

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from churnops.core.bundle import ModelBundle
+from churnops.core.drift_accumulator import DriftAccumulator
+from churnops.core.drift_profile import ReferenceProfile
 from churnops.core.fast_model import FastModel
-from churnops.errors import RegistryError
+from churnops.errors import ChurnopsError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +38,14 @@ class ModelSlot:
     fast: FastModel
     loaded_at: float = field(default_factory=time.time)
     row: np.ndarray = field(init=False)
+    drift: DriftAccumulator | None = field(init=False, default=None)  # None: no reference profile
+    # Predictions not yet folded into `drift` (serving.monitoring folds them every few tens of ms).
+    drift_pending: list[tuple[Mapping[str, Any], float]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # Reused by every request on this slot: the event loop runs one request's scoring at a time.
         self.row = np.zeros(self.bundle.transformer.n_outputs, dtype=np.float64)
+        self.drift = _accumulator(self)
 
     @property
     def threshold(self) -> float:
@@ -73,6 +79,19 @@ class ModelSlot:
             "feature_set_version": self.bundle.metadata.get("feature_set_version"),
             "loaded_at": self.loaded_at,
         }
+
+
+def _accumulator(slot: ModelSlot) -> DriftAccumulator | None:
+    """This slot's drift window, from the version's reference profile; a version without one (or with
+    a malformed one) still serves, and monitoring says which command makes one."""
+    stored = slot.bundle.metadata.get("reference_profile")
+    if stored is None:
+        return None
+    try:
+        return DriftAccumulator(ReferenceProfile.from_dict(stored), slot.bundle.spec)
+    except ChurnopsError as err:
+        logger.warning("%s v%s: reference profile unusable (%s)", slot.model_name, slot.version, err)
+        return None
 
 
 def build_slot(model_name: str, version: str, variant: str, bundle: ModelBundle) -> ModelSlot:

@@ -23,6 +23,7 @@ from churnops.serving.changes import ChangeFollower
 from churnops.serving.features import EmbeddedFeatures, FeatureSource, OfflineLookup, RedisFeatures
 from churnops.serving.ledger_writer import LedgerWriter, open_ledger
 from churnops.serving.metrics import ServiceMetrics
+from churnops.serving.monitoring import ServingMonitor
 from churnops.serving.scorer import FeatureRules
 from churnops.serving.slots import ModelSlot, SlotManager, build_slot
 from churnops.serving.supervisor import Supervisor
@@ -51,6 +52,9 @@ class ServiceState:
     feed: ChangeFeed | None = None
     follower: ChangeFollower | None = None
     supervisor: Supervisor | None = None
+    monitor: ServingMonitor | None = None  # drift counts and cost accounting (None: CHURNOPS_MONITORING=off)
+    monitor_reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # the gauges' source
+    monitor_context: Any = None  # serving.monitoring.MonitorContext, opened on first use
     failed_loads: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> when
     label_window_days: int = 60
     request_ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -167,6 +171,9 @@ def build_state(settings: Settings, registry: MlflowRegistry | None = None) -> S
     else:
         logger.warning("CHURNOPS_AUDIT=off: predictions are NOT recorded in the ledger (never in production)")
     state.feed, state.follower = feed, ChangeFollower(feed, start_id)
+    if settings.monitoring == "on":
+        share = 1.0 / settings.serve_workers
+        state.monitor = ServingMonitor(state.id_prefix, settings.cost_sample, share)
     state.refresh_model_info()
     state.ready = True
     return state

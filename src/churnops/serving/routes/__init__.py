@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from churnops.serving.routes import feedback, health, models, predictions, privacy
+from churnops.serving import dashboard
+from churnops.serving.routes import feedback, health, models, monitoring, predictions, privacy
 
 router = APIRouter()
-for module in (predictions, feedback, models, privacy, health):
+for module in (predictions, feedback, models, privacy, monitoring, health, dashboard):
     router.include_router(module.router)
