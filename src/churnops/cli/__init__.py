@@ -20,6 +20,7 @@ from churnops.cli import (
     data,
     db,
     demo,
+    experiments,
     features,
     feedback,
     models,
@@ -46,6 +47,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(audit.app, name="audit")
 app.add_typer(privacy.app, name="privacy")
+app.add_typer(experiments.app, name="experiments")
 app.add_typer(monitor.app, name="monitor")
 serving.register(app)
 app.command()(demo.demo)

@@ -347,12 +347,14 @@ class AsyncRedisOnlineReader:
         key = vector_key(self.version, entity_id)
         return _to_vector(await self._call(lambda: self._client.get(key)))
 
-    async def get_many(self, entity_ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        """One MGET, results in the ids' order."""
+    async def get_many(
+        self, entity_ids: Sequence[str], timeout_s: float | None = None
+    ) -> list[dict[str, Any] | None]:
+        """One MGET, results in the ids' order (a batch gets a deadline of its own)."""
         if not entity_ids:
             return []
         keys = [vector_key(self.version, e) for e in entity_ids]
-        blobs = await self._call(lambda: self._client.mget(keys))
+        blobs = await self._call(lambda: self._client.mget(keys), timeout_s)
         return [_to_vector(blob) for blob in blobs]
 
     async def ping(self) -> float:

@@ -220,5 +220,36 @@ monitor_reports = sa.Table(
     sa.Index("ix_monitor_reports_kind_at", "kind", "at_us"),
 )
 
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running | stopped | promoted
+    sa.Column("definition", sa.Text, nullable=False),  # JSON, current weights included
+    sa.Column("bucket_table", sa.Text, nullable=False),  # JSON: which arm owns each of 10,000 buckets
+    sa.Column("revision", sa.Integer, nullable=False),  # compare-and-set on every change
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_at_us", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=True),
+    sa.Column("winner", sa.String(64), nullable=True),
+    sa.Column("looks", sa.Text, nullable=True),  # JSON: the sequential tests' state after the last look
+)
+
+experiment_history = sa.Table(
+    "experiment_history",
+    metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # create | reweight | bandit | stop | promote
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("bucket_table", sa.Text, nullable=False),
+    sa.Column("principal", sa.String(128), nullable=True),
+    sa.Column("details", sa.Text, nullable=True),
+    sa.Index("ix_experiment_history_name", "name", "revision"),
+)
+
 # Tables the service may only append to (PostgreSQL and SQLite triggers refuse UPDATE/DELETE).
 APPEND_ONLY = ("ledger_records", "ledger_checkpoints", "feedback_labels")

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -125,12 +127,27 @@ def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "unknown"))
 
 
+_PATH_IN_MESSAGE = re.compile(r"^(?P<path>[A-Za-z_][\w\[\].]*): (?P<rest>.*)$", re.S)
+
+
+def validation_field(error: Mapping[str, Any]) -> tuple[str, str]:
+    """(field path, message) of one pydantic error. A rule checked on the whole model names its
+    field in the message (`arms[2].name: ...`): that path is the field then, with dots like the rest."""
+    field = ".".join(str(p) for p in error["loc"] if p != "body")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not field:
+        match = _PATH_IN_MESSAGE.match(message)
+        if match is None:
+            return "body", message
+        field, message = match["path"].replace("[", ".").replace("]", ""), match["rest"]
+    return field, message
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"] if p != "body")
-        body = error_body(422, "validation_error", f"{field}: {first['msg']}", _request_id(request), field)
+        field, message = validation_field(exc.errors()[0])
+        body = error_body(422, "validation_error", f"{field}: {message}", _request_id(request), field)
         return Response(body, 422, media_type="application/json")
 
     @app.exception_handler(StarletteHTTPException)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRIVACY = "privacy"
+EXPERIMENTS = "experiments"
 SECOND_PASS_S = 1.0
 
 
@@ -33,6 +34,36 @@ def follow_changes(state: ServiceState, follower: ChangeFollower) -> None:
             )
 
     follower.on(PRIVACY, on_privacy)
+
+    async def on_experiment(payload: dict[str, Any]) -> None:
+        await refresh_experiment(state)
+
+    follower.on(EXPERIMENTS, on_experiment)
+
+
+async def refresh_experiment(state: ServiceState) -> None:
+    """Route by the running experiment as stored now: load its versions off the loop, then swap."""
+    from churnops.serving.experiment_routing import load_experiment
+
+    store = state.experiment_store
+    if store is None:
+        return
+    running = await asyncio.to_thread(store.running)
+    current = state.experiment
+    if running is None:
+        if current is not None:
+            logger.info("experiment %s ended: the champion serves everyone", current.name)
+        state.experiment = None
+        return
+    if current is not None and (current.name, current.revision) == (running.name, running.revision):
+        return
+    try:
+        loaded = await asyncio.to_thread(load_experiment, state, running)
+    except Exception as err:  # a version that cannot load keeps the previous routing serving
+        state.metrics.model_load_failures += 1
+        logger.error("experiment %s rev %d not loaded", running.name, running.revision, exc_info=err)
+        return
+    state.experiment = loaded  # one assignment: a request routes by the old or the new, never a mix
 
 
 async def forget_subject(state: ServiceState, subject: str) -> int:

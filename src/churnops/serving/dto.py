@@ -84,6 +84,9 @@ class ModelsResponse(BaseModel):
     challenger: str | None
     variants: list[str]
     slots: list[SlotModel]
+    experiment: dict[str, object] | None = Field(
+        None, description="The running experiment: arms and shadows with their pinned versions."
+    )
     online_store: dict[str, object]
 
 

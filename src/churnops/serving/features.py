@@ -35,6 +35,10 @@ class AsyncReader(Protocol):
 
     async def get(self, entity_id: str) -> Mapping[str, Any] | None: ...
 
+    async def get_many(
+        self, entity_ids: Sequence[str], timeout_s: float | None = None
+    ) -> Sequence[Mapping[str, Any] | None]: ...
+
     async def warm(self, connections: int = 4, timeout_s: float = 1.0) -> int: ...
 
     def pool_stats(self) -> dict[str, int]: ...
@@ -48,6 +52,10 @@ class FeatureSource(Protocol):
     kind: str
 
     async def get(self, customer_id: str) -> tuple[Mapping[str, Any] | None, str]: ...
+
+    async def get_many(self, customer_ids: Sequence[str]) -> list[tuple[Mapping[str, Any] | None, str]]:
+        """`get` for many customers at once (one store round trip where the store allows it)."""
+        ...
 
     def stats(self) -> dict[str, int]: ...
 
@@ -74,6 +82,9 @@ class EmbeddedFeatures:
 
     async def get(self, customer_id: str) -> tuple[Mapping[str, Any] | None, str]:
         return self.store.get(customer_id), SOURCE_ONLINE
+
+    async def get_many(self, customer_ids: Sequence[str]) -> list[tuple[Mapping[str, Any] | None, str]]:
+        return [(vector, SOURCE_ONLINE) for vector in self.store.get_many(customer_ids)]
 
     def stats(self) -> dict[str, int]:
         return {"entities": len(self.store)}
@@ -181,6 +192,54 @@ class RedisFeatures:
             self._remember(customer_id, vector, now)
             return vector, SOURCE_ONLINE
         return await self._read_through(customer_id, now)
+
+    async def get_many(self, customer_ids: Sequence[str]) -> list[tuple[Mapping[str, Any] | None, str]]:
+        """Cache hits, then one MGET for the rest (deadline scaled to the batch), then read-through."""
+        now = time.monotonic()
+        found: list[tuple[Mapping[str, Any] | None, str] | None] = []
+        misses: list[int] = []
+        for index, customer in enumerate(customer_ids):
+            cached = self.cache.get(customer)
+            if cached is not None and cached[0] > now:
+                found.append((cached[1], SOURCE_ONLINE))
+            else:
+                found.append(None)
+                misses.append(index)
+        if misses:
+            await self._fill(customer_ids, misses, found, now)
+        return [item if item is not None else (None, SOURCE_ONLINE) for item in found]
+
+    async def _fill(
+        self,
+        customer_ids: Sequence[str],
+        misses: list[int],
+        found: list[tuple[Mapping[str, Any] | None, str] | None],
+        now: float,
+    ) -> None:
+        wanted = [customer_ids[i] for i in misses]
+        if not self.breaker.allow():
+            for index, customer in zip(misses, wanted, strict=True):
+                found[index] = self._fallback(customer)
+            return
+        try:
+            vectors = await self.reader.get_many(wanted, min(0.5, 0.005 + 2e-5 * len(wanted)))
+        except self.failures:
+            self.breaker.record_failure()
+            self.errors += 1
+            for index, customer in zip(misses, wanted, strict=True):
+                found[index] = self._fallback(customer)
+            return
+        except BaseException:
+            self.breaker.record_failure()
+            self.errors += 1
+            raise
+        self.breaker.record_success()
+        for index, customer, vector in zip(misses, wanted, vectors, strict=True):
+            if vector is not None:
+                self._remember(customer, vector, now)
+                found[index] = (vector, SOURCE_ONLINE)
+            else:
+                found[index] = await self._read_through(customer, now)
 
     async def _read_through(self, customer_id: str, now: float) -> tuple[Mapping[str, Any] | None, str]:
         """A Redis miss (expired TTL, not yet materialized) asks the offline store, if it answers."""

@@ -42,6 +42,9 @@ class ServiceMetrics:
         # Set by refresh (off the hot path): ledger outcomes and gauges, background task health.
         self.audit: dict[str, float] = {}  # outcome -> records; plus queue_depth, spool_bytes, write sums
         self.tasks_up: dict[str, int] = {}
+        self.assignments: dict[tuple[str, str], int] = {}  # (experiment, arm) -> requests
+        self.shadow_outcomes: dict[tuple[str, str, str], int] = {}  # (experiment, shadow, outcome) -> n
+        self.experiment_weights: dict[str, dict[str, float]] = {}  # running experiment -> arm weights
         self.task_restarts: dict[str, int] = {}
         # Monitoring gauges, family -> [labels..., value] rows (computed from the shared store).
         self.monitoring: dict[str, list[list[Any]]] = {}
@@ -57,6 +60,14 @@ class ServiceMetrics:
             hist = self.latency[(variant, version)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         hist[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         hist[-1] += seconds
+
+    def observe_assignment(self, experiment: str, arm: str) -> None:
+        key = (experiment, arm)
+        self.assignments[key] = self.assignments.get(key, 0) + 1
+
+    def observe_shadow(self, experiment: str, shadow: str, outcome: str) -> None:
+        key = (experiment, shadow, outcome)
+        self.shadow_outcomes[key] = self.shadow_outcomes.get(key, 0) + 1
 
     def observe_http(self, method: str, route: str, status: int) -> None:
         key = (method, route, str(status))
@@ -82,6 +93,9 @@ class ServiceMetrics:
             "audit": self.audit.copy(),
             "tasks_up": self.tasks_up.copy(),
             "task_restarts": self.task_restarts.copy(),
+            "assignments": [[*k, v] for k, v in self.assignments.copy().items()],
+            "shadows": [[*k, v] for k, v in self.shadow_outcomes.copy().items()],
+            "experiment_weights": self.experiment_weights.copy(),
             "monitoring": self.monitoring.copy(),
         }
 
@@ -194,6 +208,7 @@ def _render_scalars(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield "# TYPE model_load_failures_total counter\n"
     yield f"model_load_failures_total {sum(s.get('model_load_failures', 0) for s in snapshots)}\n"
     yield from _render_audit(snapshots)
+    yield from _render_experiments(snapshots)
     yield from _render_tasks(snapshots)
     yield from _render_monitoring(snapshots)
     yield "# HELP feature_store_stat Online feature store: pool use, cache, errors and fallbacks (summed).\n"
@@ -294,3 +309,28 @@ def _render_monitoring(snapshots: list[dict[str, Any]]) -> Iterator[str]:
         yield f"# HELP {family} {text}\n# TYPE {family} {kind}\n"
         for *labels, value in sorted(own.get(family, []), key=lambda row: [str(x) for x in row[:-1]]):
             yield f"{family}{_labels(names, labels)} {float(value):.6g}\n"
+
+
+def _render_experiments(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    from churnops.core.stats import srm_test
+
+    assignments = sum_counts(snapshots, "assignments")
+    yield "# HELP experiment_assignments_total Requests served by each arm of an experiment.\n"
+    yield "# TYPE experiment_assignments_total counter\n"
+    for (experiment, arm), value in sorted(assignments.items()):
+        labels = f'experiment="{_escape(experiment)}",arm="{_escape(arm)}"'
+        yield f"experiment_assignments_total{{{labels}}} {value:g}\n"
+    yield "# HELP shadow_predictions_total Shadow scorings by outcome (ok, or the error type).\n"
+    yield "# TYPE shadow_predictions_total counter\n"
+    for (experiment, shadow, outcome), value in sorted(sum_counts(snapshots, "shadows").items()):
+        labels = f'experiment="{_escape(experiment)}",shadow="{_escape(shadow)}",outcome="{_escape(outcome)}"'
+        yield f"shadow_predictions_total{{{labels}}} {value:g}\n"
+    weights = snapshots[0].get("experiment_weights", {}) if snapshots else {}
+    yield "# HELP experiment_srm_p_value Sample-ratio-mismatch chi-square p-value of the live assignments.\n"
+    yield "# TYPE experiment_srm_p_value gauge\n"
+    for experiment, arm_weights in sorted(weights.items()):
+        counts = [assignments.get((experiment, arm), 0) for arm in arm_weights]
+        if sum(counts) == 0:
+            continue
+        p_value = srm_test(counts, list(arm_weights.values())).p_value
+        yield f'experiment_srm_p_value{{experiment="{_escape(experiment)}"}} {p_value:.6g}\n'

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from churnops.core.spec import DatasetSpec
 from churnops.errors import InvalidRequest, NotFound
 from churnops.serving.features import SOURCE_DEFAULT
@@ -79,13 +81,15 @@ def predict(
     overrides: Mapping[str, Any] | None,
     request_id: str,
     prediction_id: str,
+    row: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], Mapping[str, Any], list[tuple[str, float]]]:
     """One prediction in the response shape of DESIGN.md, plus the vector it scored and its reasons
-    (what the ledger records); `stored` is (vector, source) from the store."""
+    (what the ledger records); `stored` is (vector, source) from the store. `row` is the feature
+    buffer to use off the event loop (the slot's own one serves the loop, one request at a time)."""
     if overrides:
         rules.check(overrides)
     record, source = resolve_features(customer_id, stored[0], stored[1], overrides)
-    probability, reasons = slot.score(record)
+    probability, reasons = slot.score(record, row)
     response = {
         "customer_id": customer_id,
         "churn_probability": probability,

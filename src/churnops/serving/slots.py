@@ -44,17 +44,25 @@ class ModelSlot:
 
     def __post_init__(self) -> None:
         # Reused by every request on this slot: the event loop runs one request's scoring at a time.
-        self.row = np.zeros(self.bundle.transformer.n_outputs, dtype=np.float64)
+        self.row = self.new_row()
         self.drift = _accumulator(self)
+
+    def new_row(self) -> np.ndarray:
+        return np.zeros(self.bundle.transformer.n_outputs, dtype=np.float64)
 
     @property
     def threshold(self) -> float:
         return self.bundle.threshold
 
-    def score(self, record: Mapping[str, Any]) -> tuple[float, list[tuple[str, float]]]:
-        """Probability and the top-3 reason codes for one raw feature record."""
-        self.bundle.transformer.transform_one(record, out=self.row)
-        probability, contributions = self.fast.score_one(self.row)
+    def score(
+        self, record: Mapping[str, Any], row: np.ndarray | None = None
+    ) -> tuple[float, list[tuple[str, float]]]:
+        """Probability and the top-3 reason codes for one raw feature record. `row` defaults to the
+        slot's own buffer, which only the event loop may use (it scores one request at a time);
+        scoring in another thread passes a buffer of its own (`new_row`)."""
+        row = self.row if row is None else row
+        self.bundle.transformer.transform_one(record, out=row)
+        probability, contributions = self.fast.score_one(row)
         return probability, self.fast.top_reasons(contributions, 3)
 
     def check_golden(self) -> int:

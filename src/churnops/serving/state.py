@@ -11,15 +11,20 @@ from typing import Any
 
 from churnops.core.breaker import CircuitBreaker
 from churnops.core.ledger import RecordIds
+from churnops.core.params import BusinessParams
 from churnops.errors import NotReady
 from churnops.io.change_feed import ChangeFeed, open_change_feed
 from churnops.io.event_log import EventLog
+from churnops.io.experiment_store import ExperimentStore, StoredExperiment, experiment_limits
 from churnops.io.feedback_store import FeedbackStore
 from churnops.io.online_store import InMemoryOnlineStore
 from churnops.io.registry import CHAMPION, MlflowRegistry
 from churnops.io.secrets import Secrets, load_secrets
+from churnops.io.sql_store import SqlStore
+from churnops.jobs.experiments import Experiments
 from churnops.jobs.privacy import Privacy
 from churnops.serving.changes import ChangeFollower
+from churnops.serving.experiment_routing import ActiveExperiment, ShadowRunner, load_experiment
 from churnops.serving.features import EmbeddedFeatures, FeatureSource, OfflineLookup, RedisFeatures
 from churnops.serving.ledger_writer import LedgerWriter, open_ledger
 from churnops.serving.metrics import ServiceMetrics
@@ -57,6 +62,11 @@ class ServiceState:
     monitor_context: Any = None  # serving.monitoring.MonitorContext, opened on first use
     failed_loads: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> when
     label_window_days: int = 60
+    business: BusinessParams = field(default_factory=BusinessParams)
+    experiment: ActiveExperiment | None = None  # the running experiment's arms and shadows, if any
+    experiment_store: ExperimentStore | None = None
+    extra_features: dict[str, FeatureSource] = field(default_factory=dict)  # other feature sets
+    shadows: ShadowRunner = field(default_factory=ShadowRunner)
     request_ids: Any = field(default_factory=lambda: itertools.count(1))
     id_prefix: str = field(default_factory=lambda: f"{os.getpid():x}{secrets.token_hex(3)}")
     ready: bool = False
@@ -90,9 +100,31 @@ class ServiceState:
                 "write_seconds_sum": counters.write_seconds_sum,
                 "writes": counters.writes,
             }
+        experiment = self.experiment
+        self.metrics.experiment_weights = (
+            {} if experiment is None else {experiment.name: experiment.definition.weights()}
+        )
         if self.supervisor is not None:
             self.metrics.tasks_up = self.supervisor.gauges()
             self.metrics.task_restarts = self.supervisor.restarts()
+
+    def features_for(self, feature_set: str) -> FeatureSource:
+        """The feature source of a feature set: the champion's, or one opened for it (blocking)."""
+        if feature_set == self.feature_set_version:
+            return self.features
+        found = self.extra_features.get(feature_set)
+        if found is None:
+            found = self.extra_features[feature_set] = open_features(self.settings, feature_set)
+        return found
+
+    def experiments(self) -> Experiments:
+        """What the experiment routes work on: this worker's stores, registry and event log."""
+        if self.events is None or self.experiment_store is None:
+            raise NotReady("the prediction ledger is off (CHURNOPS_AUDIT=off): experiments need it")
+        sql = self.experiment_store.store
+        return Experiments(
+            self.settings, sql, self.experiment_store, self.events, self.registry, self.model_name
+        )
 
     def require_keys(self) -> Secrets:
         if self.keys is None:
@@ -164,19 +196,34 @@ def build_state(settings: Settings, registry: MlflowRegistry | None = None) -> S
     rules = FeatureRules(champion.bundle.spec)
     state = ServiceState(settings, registry, model_name, slots, features, rules, metrics, version)
     state.keys = load_secrets(settings)
+    params = load_params(None)
+    state.label_window_days, state.business = params.ledger.label_window_days, params.business
     if settings.audit == "on":
-        state.ledger, state.events = open_ledger(
-            settings, state.keys, load_params(None).ledger.key_epoch_days
-        )
+        state.ledger, state.events = open_ledger(settings, state.keys, params.ledger.key_epoch_days)
     else:
         logger.warning("CHURNOPS_AUDIT=off: predictions are NOT recorded in the ledger (never in production)")
     state.feed, state.follower = feed, ChangeFollower(feed, start_id)
     if settings.monitoring == "on":
         share = 1.0 / settings.serve_workers
         state.monitor = ServingMonitor(state.id_prefix, settings.cost_sample, share)
+    state.experiment_store = ExperimentStore(SqlStore(settings.sql_store_url, experiment_limits()))
+    running = _running_experiment(state)
+    if running is not None:
+        state.experiment = load_experiment(state, running)
     state.refresh_model_info()
     state.ready = True
     return state
+
+
+def _running_experiment(state: ServiceState) -> StoredExperiment | None:
+    from churnops.io.offline_store import DEPENDENCY_DOWN
+
+    assert state.experiment_store is not None
+    try:
+        return state.experiment_store.running()
+    except DEPENDENCY_DOWN as err:  # serving starts on the champion; the change feed brings it later
+        logger.warning("experiments unreadable at start-up (%s): serving the champion", type(err).__name__)
+        return None
 
 
 def _change_feed_position(feed: ChangeFeed) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from churnops.serving import dashboard
-from churnops.serving.routes import feedback, health, models, monitoring, predictions, privacy
+from churnops.serving.routes import experiments, feedback, health, models, monitoring, predictions, privacy
 
 router = APIRouter()
-for module in (predictions, feedback, models, privacy, monitoring, health, dashboard):
+for module in (predictions, feedback, models, experiments, privacy, monitoring, health, dashboard):
     router.include_router(module.router)

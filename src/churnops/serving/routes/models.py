@@ -24,9 +24,24 @@ async def models(state: StateDep) -> dict[str, Any]:
         "challenger": challenger.version if challenger else None,
         "variants": list(state.settings.variants),
         "slots": [slot.describe() for slot in state.slots.all()],
+        "experiment": _experiment(state),
         "online_store": {
             "kind": state.features.kind,
             "feature_set_version": state.feature_set_version,
             **state.features.stats(),
         },
+    }
+
+
+def _experiment(state: StateDep) -> dict[str, Any] | None:
+    """The running experiment this worker routes by: arms and shadows with their pinned versions."""
+    experiment = state.experiment
+    if experiment is None:
+        return None
+    return {
+        "name": experiment.name,
+        "revision": experiment.revision,
+        "arms": {name: route.slot.version for name, route in experiment.arms.items()},
+        "weights": experiment.definition.weights(),
+        "shadows": {name: route.slot.version for name, route in experiment.shadows.items()},
     }
