@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, alias="CHURNOPS_JWT_AUDIENCE")
     docs: Literal["on", "off"] | None = Field(None, alias="CHURNOPS_DOCS")  # default: on outside production
     metrics_port: int | None = Field(None, alias="CHURNOPS_METRICS_PORT")
+    bandit_seconds: float = Field(300.0, gt=0, alias="CHURNOPS_BANDIT_SECONDS")  # bandit re-weighting
 
     # -- serving ----------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", alias="CHURNOPS_HOST")

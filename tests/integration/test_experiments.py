@@ -277,3 +277,49 @@ def _vectors(settings: Settings) -> dict[str, dict[str, Any]]:
         return offline.latest_vectors(version)
     finally:
         offline.close()
+
+
+def test_a_bandit_moves_traffic_to_the_better_arm_and_keeps_every_floor(
+    client: TestClient, settings: Settings, versions: list[str], ids: list[str], tmp_path: Path
+) -> None:
+    from churnops.jobs.experiments import bandit_update, open_experiments
+
+    arms = [
+        {"name": "base", "version": versions[0], "weight": 1, "control": True},
+        {"name": "good", "version": versions[-1], "weight": 1},
+        {"name": "bad", "version": versions[0], "weight": 1},
+    ]
+    body = {"name": "bandit", "mode": "bandit", "arms": arms, "min_labels_per_arm": 30, "bandit_floor": 0.05}
+    assert client.post("/v1/experiments", json=body).status_code == 201
+    wait_for_experiment(client, "bandit")
+    answers = [client.post("/v1/predict", json={"customer_id": c}).json() for c in ids]
+    time.sleep(0.3)
+    rng = np.random.default_rng(1)
+    drawn = []
+    for a in answers:  # labels that make `good` calibrated, `bad` confidently wrong
+        churned = bool(rng.random() < a["churn_probability"])
+        drawn.append(not churned if a["model"]["variant"] == "bad" else churned)
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"prediction_id": [a["prediction_id"] for a in answers], "churned": drawn}).to_csv(
+        path, index=False
+    )
+    env = {"CHURNOPS_HOME": str(settings.home), "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        [sys.executable, "-m", "churnops", "feedback", "import", "--data", str(path)],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    with open_experiments(settings) as ctx:
+        done = bandit_update(ctx, "bandit", Params().business)
+        history = ctx.store.history("bandit")
+    weights = done["weights"]
+    assert done["changed"] is True
+    assert weights["bad"] == pytest.approx(3 * 0.05, abs=0.01)  # pushed to its floor, never below
+    assert weights["bad"] < weights["base"]
+    assert weights["bad"] < weights["good"]
+    assert sum(weights.values()) == pytest.approx(3)
+    assert [h["action"] for h in history] == ["create", "bandit"]
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and client.get("/v1/models").json()["experiment"]["revision"] < 2:
+        time.sleep(0.05)
+    assert client.get("/v1/models").json()["experiment"]["weights"]["bad"] == pytest.approx(weights["bad"])
+    assert client.post("/v1/experiments/bandit/stop").status_code == 200

@@ -18,10 +18,13 @@ import numpy as np
 import sqlalchemy as sa
 
 from churnops.core.assignment import BucketTable, allocate, moved_fraction
+from churnops.core.auc import delong_auc_se
+from churnops.core.bandit import ArmPosterior, thompson_weights
 from churnops.core.experiments import ExperimentDefinition, ExperimentDefinitionError, parse_experiment
 from churnops.core.params import BusinessParams
 from churnops.core.results import ArmData, summarise_experiment
 from churnops.core.sequential import SequentialResult
+from churnops.core.stats import MeanSummary, unit_values
 from churnops.errors import Conflict, InvalidRequest, NotFound
 from churnops.io.event_log import EventLog
 from churnops.io.experiment_store import PROMOTED, RUNNING, STOPPED, ExperimentStore, StoredExperiment
@@ -207,6 +210,46 @@ def results(
     if record_look and stored.status == RUNNING:
         ctx.store.save_looks(name, {arm: test.to_dict() for arm, test in summary.tests.items()})
     return {"status": stored.status, "revision": stored.revision, **summary.to_dict()}
+
+
+def bandit_update(ctx: Experiments, name: str, business: BusinessParams) -> dict[str, Any]:
+    """One scheduled Thompson-sampling update of a bandit experiment's weights, from the ledger's
+    labels on the primary metric (equal weights during burn-in, a floor per arm), recorded."""
+    current = _running(ctx, name)
+    definition = parse_experiment(current.definition)
+    if definition.mode != "bandit":
+        raise InvalidRequest(f"experiment {name!r} is in {definition.mode} mode, not bandit", "mode")
+    labelled = FeedbackStore(LedgerStore(ctx.sql)).labelled()
+    mine = labelled[(labelled["experiment"] == name) & (labelled["role"] == "served")]
+    posteriors = [_posterior(definition, arm.name, mine, business) for arm in definition.arms]
+    update = thompson_weights(
+        posteriors,
+        lower_is_better=definition.lower_is_better,
+        burn_in_labels=definition.min_labels_per_arm,
+        floor=definition.bandit_floor,
+        total=sum(definition.weights().values()),
+        seed=current.revision,
+    )
+    if update.weights == definition.weights():
+        return {"name": name, "revision": current.revision, "changed": False, "reason": update.reason}
+    changed = reweight(ctx, name, update.weights, "bandit", action="bandit")
+    return changed | {"changed": True, "reason": update.reason, "prob_best": update.prob_best}
+
+
+def _posterior(
+    definition: ExperimentDefinition, arm: str, rows: Any, business: BusinessParams
+) -> ArmPosterior:
+    mine = rows[rows["variant"] == arm]
+    y = mine["churned"].astype(np.int64).to_numpy()
+    p = mine["probability"].astype(np.float64).to_numpy()
+    if definition.primary_metric == "auc":
+        if y.size < 2 or y.min() == y.max():
+            return ArmPosterior(arm, float("nan"), float("nan"), int(y.size))
+        auc, se = delong_auc_se(y, p)
+        return ArmPosterior.from_auc(arm, auc, se, int(y.size))
+    threshold = float(mine["threshold"].mean()) if len(mine) else 0.5
+    values = unit_values(definition.primary_metric, y, p, threshold, business) if y.size else np.zeros(0)
+    return ArmPosterior.from_summary(arm, MeanSummary.from_values(values))
 
 
 def _served(sql: SqlStore, name: str) -> tuple[dict[str, int], dict[str, float]]:

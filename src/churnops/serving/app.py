@@ -27,6 +27,7 @@ from churnops.errors import ChurnopsError
 from churnops.serving.asgi import AccessLog, ASGIApp, FastRoutes, RequestContext
 from churnops.serving.change_handlers import follow_changes
 from churnops.serving.errors import error_body, error_response
+from churnops.serving.experiment_routing import run_bandit
 from churnops.serving.monitoring import run_monitoring
 from churnops.serving.reload import watch_aliases
 from churnops.serving.routes import router
@@ -103,6 +104,7 @@ def start_background(service: ServiceState, access_log: AccessLog, stop: asyncio
     if service.follower is not None:
         follow_changes(service, service.follower)
         supervisor.start("change-feed", service.follower.run)
+    supervisor.start("experiment-bandit", lambda stop: run_bandit(service, stop))
     if service.monitor is not None:
         supervisor.start("monitoring", lambda stop: run_monitoring(service, stop))
     return supervisor

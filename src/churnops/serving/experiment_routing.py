@@ -57,8 +57,10 @@ def load_experiment(state: ServiceState, stored: StoredExperiment) -> ActiveExpe
     definition = parse_experiment(stored.definition)
     assigner = Assigner.for_experiment(definition, BucketTable.from_dict(stored.bucket_table))
     loaded: dict[tuple[str, str], ModelSlot] = {}
+    for slot in state.slots.all():  # champion and CHURNOPS_VARIANTS: already compiled and verified
+        loaded[(slot.model_name, slot.version)] = slot
     previous = state.experiment
-    if previous is not None:  # reuse what is already compiled and verified
+    if previous is not None:
         for route in (*previous.arms.values(), *previous.shadows.values()):
             loaded[(route.slot.model_name, route.slot.version)] = route.slot
     arms = {
@@ -173,3 +175,31 @@ class ShadowJob:
 
 
 SHADOW_READ_S = 0.1
+
+
+async def run_bandit(state: ServiceState, stop: asyncio.Event) -> None:
+    """Supervised: every CHURNOPS_BANDIT_SECONDS, re-weight a running bandit experiment from its labels.
+
+    Every worker and replica tries; the revision's compare-and-set lets one win each round and the
+    others see a Conflict (expected, not an error). The new weights reach everyone via the change feed.
+    """
+    from churnops.errors import Conflict
+    from churnops.jobs.experiments import bandit_update
+
+    interval = state.settings.bandit_seconds
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
+        experiment = state.experiment
+        if experiment is None or experiment.definition.mode != "bandit":
+            continue
+        try:
+            done = await asyncio.to_thread(
+                bandit_update, state.experiments(), experiment.name, state.business
+            )
+        except Conflict:
+            continue  # another worker updated this round
+        logger.info("bandit %s: %s", experiment.name, done.get("reason"))
