@@ -297,12 +297,32 @@ class Layer:
     env: dict[str, str]
     floor: float | None  # the issue's minimum ratio to the baseline (None: reported only)
     headers: dict[str, str] = field(default_factory=dict)
+    experiment: str | None = None  # a YAML definition running while this layer is measured
+
+
+FIVE_ARMS = """name: bench-five-arms
+arms:
+  - {name: control, version: "1", weight: 40, control: true}
+  - {name: a, version: "1", weight: 15}
+  - {name: b, version: "1", weight: 15}
+  - {name: c, version: "1", weight: 15}
+  - {name: d, version: "1", weight: 15}
+"""
+TWO_SHADOWS = (
+    FIVE_ARMS.replace("bench-five-arms", "bench-shadows")
+    + """shadows:
+  - {name: s1, version: "1", sample: 1.0}
+  - {name: s2, version: "1", sample: 1.0}
+"""
+)
 
 
 def layers(pg_url: str | None) -> list[Layer]:
     found = [
         Layer("baseline: every layer off", OFF, None),
         Layer("monitoring on (drift + cost accounting)", OFF | {"CHURNOPS_MONITORING": "on"}, 0.9),
+        Layer("5-arm experiment", OFF, 0.9, experiment=FIVE_ARMS),
+        Layer("5-arm experiment + 2 shadows at 100%", OFF, None, experiment=TWO_SHADOWS),
     ]
     if pg_url is not None:
         ledger = OFF | {"CHURNOPS_AUDIT": "on", "DATABASE_URL": pg_url}
@@ -326,12 +346,18 @@ def hot_path_layers(
         port = free_port()
         cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
         env = env_for(home) | layer.env
+        experiment = start_experiment(tmp, env, layer.experiment) if layer.experiment else None
         proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
         try:
             stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", script, 16, duration)
             cost = measured_cost(port, duration) if layer.env.get("CHURNOPS_MONITORING") == "on" else None
+            if experiment is not None:  # the layer really routed by the experiment
+                check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
+                assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
         finally:
             stop(proc)
+            if experiment is not None:
+                stop_experiment(env, experiment)
         baseline = baseline or stats["rps"]
         results.append((layer, stats["rps"] / baseline, stats))
         ratio = stats["rps"] / baseline
@@ -359,6 +385,71 @@ def measured_cost(port: int, duration: int) -> str:
         f"({champion['predictions']:,} predictions, {champion['cpu_seconds']:.1f} CPU s; "
         "seed: $0.024 per 1,000; prices of params.yaml)"
     )
+
+
+def batch_isolation(tmp: Path, home: Path, ids: list[str], seconds: float = 8.0) -> None:
+    """p99 of single predictions alone, then while 10,000-instance batches run back to back."""
+    import threading
+
+    port = free_port()
+    cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
+    proc = start(cmd, env_for(home), f"http://127.0.0.1:{port}/health/live", tmp / "isolation.log")
+    url = f"http://127.0.0.1:{port}"
+    batch = {"instances": [{"customer_id": ids[i % len(ids)]} for i in range(10_000)]}
+
+    def singles(until: float, out: list[float]) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            i = 0
+            while time.monotonic() < until:
+                started = time.perf_counter()
+                assert client.post("/v1/predict", json={"customer_id": ids[i % len(ids)]}).status_code == 200
+                out.append(time.perf_counter() - started)
+                i += 1
+
+    def batches(until: float, count: list[int]) -> None:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while time.monotonic() < until:
+                assert client.post("/v1/predict/batch", json=batch).status_code == 200
+                count[0] += 1
+
+    def run(with_batches: bool) -> tuple[float, float, int]:
+        until = time.monotonic() + seconds
+        latencies: list[list[float]] = [[] for _ in range(4)]
+        done = [0]
+        threads = [threading.Thread(target=singles, args=(until, lat)) for lat in latencies]
+        if with_batches:
+            threads.append(threading.Thread(target=batches, args=(until, done)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        flat = sorted(x for lat in latencies for x in lat)
+        return flat[len(flat) // 2] * 1e3, flat[int(len(flat) * 0.99)] * 1e3, done[0]
+
+    try:
+        alone = run(False)
+        beside = run(True)
+    finally:
+        stop(proc)
+    print("\nbatch isolation: 4 clients of single predictions, alone and beside 10,000-instance batches")
+    print(f"  singles alone                      p50 {alone[0]:6.2f} ms  p99 {alone[1]:7.2f} ms")
+    print(
+        f"  singles beside {beside[2]:3d} batches of 10k   p50 {beside[0]:6.2f} ms  p99 {beside[1]:7.2f} ms"
+    )
+
+
+def start_experiment(tmp: Path, env: dict[str, str], definition: str) -> str:
+    """Create the layer's experiment in the run's store (the server loads it at start-up)."""
+    path = tmp / "experiment.yaml"
+    path.write_text(definition)
+    cmd = [str(BIN / "churnops"), "experiments", "create", "--file", str(path)]
+    subprocess.run(cmd, env=env, check=True, timeout=300, capture_output=True)
+    return definition.split("\n", 1)[0].split(": ", 1)[1]
+
+
+def stop_experiment(env: dict[str, str], name: str) -> None:
+    cmd = [str(BIN / "churnops"), "experiments", "stop", name]
+    subprocess.run(cmd, env=env, check=True, timeout=300, capture_output=True)
 
 
 def bench_database() -> str | None:
@@ -467,6 +558,7 @@ def main() -> None:
                 serving(tmp, home, frame, wrk, args.duration)
             if not args.batch_only:
                 hot_path_layers(tmp, home, ids, wrk, args.duration, pg_url)
+                batch_isolation(tmp, home, ids)
             if not (args.skip_batch or args.layers_only):
                 batch(tmp, home, args.batch_rows)
     finally:
