@@ -42,6 +42,7 @@ training:
       kind: lightgbm
       params: {n_estimators: 2000, learning_rate: 0.05, num_leaves: 31, min_child_samples: 40}
       early_stopping_rounds: 50
+  search: {enabled: false}
 evaluation: {cv_folds: 0}
 """
 
@@ -336,40 +337,58 @@ def layers(pg_url: str | None) -> list[Layer]:
 def hot_path_layers(
     tmp: Path, home: Path, ids: list[str], wrk: str, duration: int, pg_url: str | None
 ) -> None:
-    """/v1/predict with one layer on at a time, beside the all-off baseline (c=16, one core)."""
-    body = [json.dumps({"customer_id": c}) for c in ids]
-    results: list[tuple[Layer, float, dict[str, float]]] = []
-    print("\nhot-path layers: /v1/predict, c=16, one core; ratio to the all-off baseline of this run")
-    baseline = None
-    for layer in layers(pg_url):
-        script = lua_script(tmp / "layer.lua", body, layer.headers)
-        port = free_port()
-        cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
-        env = env_for(home) | layer.env
-        experiment = start_experiment(tmp, env, layer.experiment) if layer.experiment else None
-        proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
-        try:
-            stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", script, 16, duration)
-            cost = measured_cost(port, duration) if layer.env.get("CHURNOPS_MONITORING") == "on" else None
-            if experiment is not None:  # the layer really routed by the experiment
-                check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
-                assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
-        finally:
-            stop(proc)
-            if experiment is not None:
-                stop_experiment(env, experiment)
-        baseline = baseline or stats["rps"]
-        results.append((layer, stats["rps"] / baseline, stats))
-        ratio = stats["rps"] / baseline
-        verdict = "" if layer.floor is None else (" ok" if ratio >= layer.floor else " BELOW FLOOR")
-        floor = f"(floor {layer.floor:.2f}x)" if layer.floor is not None else ""
-        print(
-            f"  {layer.name:42} {stats['rps']:8,.0f} req/s  {ratio:5.2f}x {floor}{verdict}  "
-            f"p99 {stats['p99_us'] / 1e3:6.2f} ms  non-2xx {stats['non2xx']}",
-            flush=True,
-        )
+    """/v1/predict with one layer on at a time (c=16, one core), each between two runs of the all-off
+    baseline: its ratio is to their mean, so a host that drifts during the run does not bias it."""
+    found = layers(pg_url)
+    baseline_layer, others = found[0], found[1:]
+    print("\nhot-path layers: /v1/predict, c=16, one core; ratio to the mean of the baselines around it")
+    measure_layer(tmp, home, ids, wrk, 3, baseline_layer)  # warm-up: caches, page cache, numba
+    before = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
+    _print_layer(baseline_layer, before, before["rps"])
+    for layer in others:
+        stats, cost = measure_layer(tmp, home, ids, wrk, duration, layer)
+        after = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
+        _print_layer(layer, stats, (before["rps"] + after["rps"]) / 2, after["rps"])
         if cost is not None:
             print(f"    {cost}", flush=True)
+        before = after
+
+
+def measure_layer(
+    tmp: Path, home: Path, ids: list[str], wrk: str, duration: int, layer: Layer
+) -> tuple[dict[str, float], str | None]:
+    body = [json.dumps({"customer_id": c}) for c in ids]
+    script = lua_script(tmp / "layer.lua", body, layer.headers)
+    port = free_port()
+    cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
+    env = env_for(home) | layer.env
+    experiment = start_experiment(tmp, env, layer.experiment) if layer.experiment else None
+    proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
+    try:
+        stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", script, 16, duration)
+        cost = measured_cost(port, duration) if layer.env.get("CHURNOPS_MONITORING") == "on" else None
+        if experiment is not None:  # the layer really routed by the experiment
+            check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
+            assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
+    finally:
+        stop(proc)
+        if experiment is not None:
+            stop_experiment(env, experiment)
+    return stats, cost
+
+
+def _print_layer(
+    layer: Layer, stats: dict[str, float], baseline: float, next_baseline: float | None = None
+) -> None:
+    ratio = stats["rps"] / baseline
+    verdict = "" if layer.floor is None else (" ok" if ratio >= layer.floor else " BELOW FLOOR")
+    floor = f"(floor {layer.floor:.2f}x)" if layer.floor is not None else ""
+    around = f"  [baselines around it: mean {baseline:,.0f}]" if next_baseline is not None else ""
+    print(
+        f"  {layer.name:42} {stats['rps']:8,.0f} req/s  {ratio:5.2f}x {floor}{verdict}  "
+        f"p99 {stats['p99_us'] / 1e3:6.2f} ms  non-2xx {stats['non2xx']}{around}",
+        flush=True,
+    )
 
 
 def measured_cost(port: int, duration: int) -> str:
