@@ -6,6 +6,10 @@ CHURNOPS_HOME, then measures at 16 and 64 connections:
   1. bare ASGI under uvicorn (uvloop + httptools) returning a fixed JSON body;
   2. churnops /v1/predict for random known customers (online-store features, reason codes, metrics on);
   3. `mlflow models serve` of the very same model version, one-row dataframe_split bodies.
+Then the hot-path layers, one at a time against an all-off baseline of the same run, c=16:
+the ledger (PostgreSQL), and access control against a baseline with features on a throwaway
+Redis: an API key with the Redis rate limit on (a key whose limit does not refuse, floor 0.8x),
+a JWT (0.75x), a signed key (a fresh X-Signature per request; reported).
 Then the batch figure: `churnops score` on 1,000,000 rows against LightGBM's own
 `predict` on the ready numpy matrix (the floor).
 
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,9 +161,22 @@ def get_script(path: Path) -> Path:
     return path
 
 
-def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
+def run_wrk(
+    wrk: str, url: str, script: Path, connections: int, duration: int, warm_script: Path | None = None
+) -> dict[str, float]:
     cmd = ["taskset", "-c", "1", wrk, "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url]
-    warm = [*cmd[:5], "-d2s", *cmd[6:]]
+    warm = [
+        "taskset",
+        "-c",
+        "1",
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        "-d2s",
+        "-s",
+        str(warm_script or script),
+        url,
+    ]
     subprocess.run(warm, capture_output=True, text=True, timeout=60, check=True)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
@@ -287,18 +305,21 @@ def serving(tmp: Path, home: Path, frame: pd.DataFrame, wrk: str, duration: int)
 # -- hot-path layers: each one on vs everything off, in the same run -------------------------
 
 OFF = {"CHURNOPS_AUTH": "off", "CHURNOPS_AUDIT": "off", "CHURNOPS_MONITORING": "off"}
+BASELINE = "baseline: every layer off"
+REDIS_BASELINE = "baseline, features on Redis: all off"
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One configuration of /v1/predict, measured against the all-off baseline of the same run."""
+    """One configuration of /v1/predict, measured between two runs of its group's baseline (the first)."""
 
     name: str
     env: dict[str, str]
     floor: float | None  # the issue's minimum ratio to the baseline (None: reported only)
     headers: dict[str, str] = field(default_factory=dict)
     experiment: str | None = None  # a YAML definition running while this layer is measured
+    script: Callable[[int, str], Path] | None = None  # one-use requests: (connections, phase) -> script
 
 
 FIVE_ARMS = """name: bench-five-arms
@@ -320,7 +341,7 @@ TWO_SHADOWS = (
 
 def layers(pg_url: str | None) -> list[Layer]:
     found = [
-        Layer("baseline: every layer off", OFF, None),
+        Layer(BASELINE, OFF, None),
         Layer("monitoring on (drift + cost accounting)", OFF | {"CHURNOPS_MONITORING": "on"}, 0.9),
         Layer("5-arm experiment", OFF, 0.9, experiment=FIVE_ARMS),
         Layer("5-arm experiment + 2 shadows at 100%", OFF, None, experiment=TWO_SHADOWS),
@@ -335,23 +356,37 @@ def layers(pg_url: str | None) -> list[Layer]:
 
 
 def hot_path_layers(
-    tmp: Path, home: Path, ids: list[str], wrk: str, duration: int, pg_url: str | None
+    tmp: Path,
+    home: Path,
+    ids: list[str],
+    wrk: str,
+    duration: int,
+    pg_url: str | None,
+    access_only: bool = False,
 ) -> None:
-    """/v1/predict with one layer on at a time (c=16, one core), each between two runs of the all-off
-    baseline: its ratio is to their mean, so a host that drifts during the run does not bias it."""
-    found = layers(pg_url)
-    baseline_layer, others = found[0], found[1:]
+    """/v1/predict with one layer on at a time (c=16, one core), each between two runs of its
+    baseline (all off; features on Redis for the access-control rows): its ratio is to their mean,
+    so a host that drifts during the run does not bias it."""
     print("\nhot-path layers: /v1/predict, c=16, one core; ratio to the mean of the baselines around it")
-    measure_layer(tmp, home, ids, wrk, 3, baseline_layer)  # warm-up: caches, page cache, numba
-    before = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
-    _print_layer(baseline_layer, before, before["rps"])
-    for layer in others:
-        stats, cost = measure_layer(tmp, home, ids, wrk, duration, layer)
-        after = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
-        _print_layer(layer, stats, (before["rps"] + after["rps"]) / 2, after["rps"])
-        if cost is not None:
-            print(f"    {cost}", flush=True)
-        before = after
+    redis_proc, redis_url = start_redis(tmp)
+    try:
+        groups = [] if access_only else [layers(pg_url)]
+        groups.append(access_layers(tmp, home, ids, duration, redis_url))
+        for found in groups:
+            baseline_layer, others = found[0], found[1:]
+            measure_layer(tmp, home, ids, wrk, 3, baseline_layer)  # warm-up: caches, page cache, numba
+            before = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
+            _print_layer(baseline_layer, before, before["rps"])
+            for layer in others:
+                stats, cost = measure_layer(tmp, home, ids, wrk, duration, layer)
+                after = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
+                _print_layer(layer, stats, (before["rps"] + after["rps"]) / 2, after["rps"])
+                if cost is not None:
+                    print(f"    {cost}", flush=True)
+                before = after
+    finally:
+        os.killpg(redis_proc.pid, signal.SIGTERM)
+        redis_proc.wait(timeout=10)
 
 
 def measure_layer(
@@ -359,14 +394,21 @@ def measure_layer(
 ) -> tuple[dict[str, float], str | None]:
     body = [json.dumps({"customer_id": c}) for c in ids]
     script = lua_script(tmp / "layer.lua", body, layer.headers)
+    main, warm = (layer.script(16, "run"), layer.script(16, "warm")) if layer.script else (script, script)
     port = free_port()
     cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
     env = env_for(home) | layer.env
     experiment = start_experiment(tmp, env, layer.experiment) if layer.experiment else None
     proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
     try:
-        stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", script, 16, duration)
+        if layer.env.get("CHURNOPS_AUTH") == "on":
+            check_access(f"http://127.0.0.1:{port}", layer, body[0])
+        stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", main, 16, duration, warm)
         cost = measured_cost(port, duration) if layer.env.get("CHURNOPS_MONITORING") == "on" else None
+        if layer.env.get("CHURNOPS_AUTH") == "on":
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            decisions = [line for line in metrics.splitlines() if line.startswith("rate_limit_decisions")]
+            print(f"    {'; '.join(decisions) or 'no rate-limit decisions'}")
         if experiment is not None:  # the layer really routed by the experiment
             check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
             assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
@@ -471,6 +513,118 @@ def stop_experiment(env: dict[str, str], name: str) -> None:
     subprocess.run(cmd, env=env, check=True, timeout=300, capture_output=True)
 
 
+def check_access(url: str, layer: Layer, body: str) -> None:
+    """The layer really is on: refused without credentials, answered with them (and limited)."""
+    assert httpx.post(f"{url}/v1/predict", content=body).status_code == 401
+    if layer.headers:
+        response = httpx.post(f"{url}/v1/predict", content=body, headers=layer.headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["ratelimit-policy"] == '"key";q=1000000000;w=60'
+
+
+# -- access control: against a baseline whose features are on the same Redis -------------------
+
+JWT_ENV = {
+    "JWT_SECRET_KEY": "bench-hs256-secret-of-at-least-32-bytes",
+    "CHURNOPS_JWT_ISSUER": "https://bench.churnops",
+    "CHURNOPS_JWT_AUDIENCE": "churnops",
+    "CHURNOPS_RATE_LIMIT": "1000000000/minute",  # never refuses: JWT subjects use the default
+}
+FAST = "1000000000/minute"
+
+
+def access_layers(tmp: Path, home: Path, ids: list[str], duration: int, redis_url: str) -> list[Layer]:
+    """Auth off / API key / JWT / signed key, all with the features and the rate limit on one Redis."""
+    import jwt as pyjwt
+
+    from churnops.jobs.keys import create_key
+    from churnops.settings import Settings
+
+    env = env_for(home) | {"REDIS_URL": redis_url}
+    subprocess.run([str(BIN / "churnops"), "features", "materialize"], env=env, check=True, timeout=600)
+    settings = Settings(churnops_home=home)  # DATABASE_URL from the environment: the servers' store
+    key = create_key(settings, name="bench", scopes="predict", rate_limit=FAST)
+    signed = create_key(settings, name="bench-signed", scopes="predict", rate_limit=FAST, signed=True)
+    claims = {"sub": "bench", "iss": JWT_ENV["CHURNOPS_JWT_ISSUER"], "aud": "churnops", "scope": "predict"}
+    token = pyjwt.encode(claims | {"exp": int(time.time()) + 3600}, JWT_ENV["JWT_SECRET_KEY"], "HS256")
+    assert signed.signing_secret is not None
+    on = OFF | {"CHURNOPS_AUTH": "on", "REDIS_URL": redis_url} | JWT_ENV  # only access control differs
+    return [
+        Layer(REDIS_BASELINE, OFF | {"REDIS_URL": redis_url}, None),
+        Layer("API key + Redis rate limit", on, 0.8, {"X-API-Key": key.key}),
+        Layer("JWT (HS256) + Redis rate limit", on, 0.75, {"Authorization": f"Bearer {token}"}),
+        Layer(
+            "signed key + Redis rate limit",
+            on,
+            None,
+            script=signed_scripts(tmp, signed.key, signed.signing_secret, ids, duration),
+        ),
+    ]
+
+
+SIGNED_LUA = r"""
+wrk.method = "POST"
+local base = {["Content-Type"] = "application/json", ["X-API-Key"] = KEY}
+local lines = {}
+for line in io.lines(LINES) do lines[#lines + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  local line = lines[i] or lines[#lines]
+  local tab = string.find(line, "\t", 1, true)
+  local headers = {}
+  for k, v in pairs(base) do headers[k] = v end
+  headers["X-Signature"] = string.sub(line, 1, tab - 1)
+  return wrk.format(nil, nil, headers, string.sub(line, tab + 1))
+end
+"""
+
+
+def signed_scripts(
+    tmp: Path, key: str, secret: str, ids: list[str], duration: int
+) -> Callable[[int, str], Path]:
+    """wrk cannot compute HMACs: one file of precomputed (X-Signature, body) lines per run, each
+    nonce used once (enough for 20,000 req/s); timestamps stay well inside the ±300 s window."""
+    from churnops.client import sign_request
+
+    rng = random.Random(1)
+
+    def make(connections: int, phase: str) -> Path:
+        count = 20_000 * (2 if phase == "warm" else duration) + 1000
+        lines_path = tmp / f"signed-{connections}-{phase}.txt"
+        with lines_path.open("w") as out:
+            for _ in range(count):
+                body = json.dumps({"customer_id": rng.choice(ids)})
+                headers = sign_request("POST", "http://bench/v1/predict", body.encode(), key, secret)
+                out.write(f"{headers['X-Signature']}\t{body}\n")
+        script = tmp / f"signed-{connections}-{phase}.lua"
+        script.write_text(
+            f"KEY = {json.dumps(key)}\nLINES = {json.dumps(str(lines_path))}\n{SIGNED_LUA}{LUA_DONE}"
+        )
+        return script
+
+    return make
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on core 1 (with wrk): the server under test keeps core 0 to itself."""
+    import redis
+
+    port = free_port()
+    cmd = ["taskset", "-c", "1", shutil.which("redis-server") or "redis-server", "--port", str(port)]
+    cmd += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with redis.Redis(port=port, socket_timeout=0.2) as client:
+                client.ping()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise TimeoutError("redis-server did not start")
+
+
 def bench_database() -> str | None:
     """A throwaway PostgreSQL database on 127.0.0.1 for the ledger rows (None if no server answers)."""
     import psycopg
@@ -565,6 +719,7 @@ def main() -> None:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--batch-only", action="store_true")
     parser.add_argument("--layers-only", action="store_true", help="only the hot-path layer ratios")
+    parser.add_argument("--access-only", action="store_true", help="only the access-control layer rows")
     args = parser.parse_args()
     wrk = ensure_wrk()
     pg_url = None if args.batch_only else bench_database()
@@ -573,12 +728,13 @@ def main() -> None:
             tmp = Path(directory)
             home, _, frame = prepare(tmp, args.rows, pg_url)
             ids = random.Random(0).sample(list(frame["customer_id"]), 2000)
-            if not (args.batch_only or args.layers_only):
+            if not (args.batch_only or args.layers_only or args.access_only):
                 serving(tmp, home, frame, wrk, args.duration)
             if not args.batch_only:
-                hot_path_layers(tmp, home, ids, wrk, args.duration, pg_url)
-                batch_isolation(tmp, home, ids)
-            if not (args.skip_batch or args.layers_only):
+                hot_path_layers(tmp, home, ids, wrk, args.duration, pg_url, args.access_only)
+                if not args.access_only:
+                    batch_isolation(tmp, home, ids)
+            if not (args.skip_batch or args.layers_only or args.access_only):
                 batch(tmp, home, args.batch_rows)
     finally:
         drop_database(pg_url)

@@ -15,7 +15,12 @@ HTTP layer maps it to a status once.
     ├── PayloadTooLarge      a body or batch over its limit
     ├── NotReady             the service has no loaded, verified model yet
     ├── AuditUnavailable     a prediction's ledger record cannot even be queued (503)
-    └── Conflict             contradicts what is recorded (409)
+    ├── Conflict             contradicts what is recorded (409)
+    ├── Unavailable          a dependency a request cannot do without is down (fail closed)
+    └── AccessError          access control refused a request (carries the metric reason)
+        ├── Unauthenticated  no, malformed, unknown, revoked or expired credentials (401)
+        ├── Forbidden        authenticated, but the scopes do not cover the route (403)
+        └── RateLimited      the key's rate limit is spent (429; carries the RateLimit fields)
 """
 
 from __future__ import annotations
@@ -79,3 +84,31 @@ class AuditUnavailable(ChurnopsError):
 
 class Conflict(ChurnopsError):
     """The request contradicts what is already recorded (e.g. a different label for a prediction)."""
+
+
+class Unavailable(ChurnopsError):
+    """A dependency the request cannot be answered without is unreachable (503, fail closed)."""
+
+
+class AccessError(ChurnopsError):
+    """Access control refused the request; `reason` labels `auth_failures_total`."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Unauthenticated(AccessError):
+    """Credentials missing, malformed, unknown, revoked, expired or not verifying (401)."""
+
+
+class Forbidden(AccessError):
+    """The caller's scopes do not cover what it asked for (403)."""
+
+
+class RateLimited(AccessError):
+    """The caller's rate limit is spent (429); `headers` carry Retry-After and the RateLimit fields."""
+
+    def __init__(self, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(message, "rate_limited")
+        self.headers = headers

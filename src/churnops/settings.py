@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] = Field("on", alias="CHURNOPS_AUTH")
     rate_limit: str = Field("100/minute", alias="CHURNOPS_RATE_LIMIT")
     replicas: int = Field(1, ge=1, alias="CHURNOPS_REPLICAS")  # local rate-limit share when Redis is down
+    # Deadline of one rate-limiter (or nonce) call to Redis; past it the limiter answers locally.
+    rate_limit_deadline_ms: float = Field(5.0, gt=0, le=1000, alias="CHURNOPS_RATE_LIMIT_DEADLINE_MS")
     jwt_jwks: Path | None = Field(None, alias="CHURNOPS_JWT_JWKS")
     jwt_issuer: str | None = Field(None, alias="CHURNOPS_JWT_ISSUER")
     jwt_audience: str | None = Field(None, alias="CHURNOPS_JWT_AUDIENCE")
@@ -189,6 +191,14 @@ class Settings(BaseSettings):
             f"requires JWT_SECRET_KEY of at least {MIN_SECRET_BYTES} bytes"
             if jwt is not None and len(jwt.get_secret_value().encode()) < MIN_SECRET_BYTES
             else None,
+            "requires CHURNOPS_JWT_ISSUER (tokens are checked against it)" if not self.jwt_issuer else None,
+            "requires CHURNOPS_JWT_AUDIENCE (tokens are checked against it)"
+            if not self.jwt_audience
+            else None,
+            "exposes /docs and /openapi.json only with CHURNOPS_DOCS=on"
+            if self.docs_enabled and self.docs != "on"
+            else None,
+            *self._rate_limit_problem(),
             *short,
             "requires DATABASE_URL or POSTGRES_HOST (not embedded SQLite)"
             if self.offline_store_url.startswith("sqlite")
@@ -200,6 +210,15 @@ class Settings(BaseSettings):
             if self.mlflow_tracking_uri is None
             else None,
         ]
+
+    def _rate_limit_problem(self) -> list[str | None]:
+        from churnops.core.auth import parse_rate
+
+        try:
+            parse_rate(self.rate_limit)
+        except ValueError as err:
+            return [f"refuses CHURNOPS_RATE_LIMIT: {err}"]
+        return []
 
     def public_view(self) -> dict[str, Any]:
         """Every setting (lower-cased names) plus the resolved stores, with secrets masked."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -46,9 +47,14 @@ def test_demo_trains_registers_and_serves(tmp_path: Path) -> None:
         customer = (
             (tmp_path / ".churnops" / "data" / "demo-3000.csv").read_text().splitlines()[1].split(",")[0]
         )
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": customer}, timeout=5
-        )
+        url = f"http://127.0.0.1:{port}/v1/predict"
+        refused = httpx.post(url, json={"customer_id": customer}, timeout=5)
+        assert refused.status_code == 401
+        assert "churnops keys create" in refused.json()["error"]["message"]
+        key = re.search(r"X-API-Key: (cho_\w+)", text)
+        assert key is not None, text[-2000:]
+        headers = {"X-API-Key": key.group(1)}
+        response = httpx.post(url, json={"customer_id": customer}, headers=headers, timeout=5)
         assert response.status_code == 200, response.text
         assert response.json()["feature_source"] == "online_store"
         assert (tmp_path / ".churnops" / "pipeline" / "evaluation" / "model_card.md").is_file()

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from churnops.jobs.audit import ledger_store
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import PipelineRun, copy_home, service_state
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ def client(pipeline_run: PipelineRun, tmp_path: Any) -> Iterator[TestClient]:
     home = tmp_path / "home"
     copy_home(pipeline_run.settings.home, home)
     settings = Settings(churnops_home=home, CHURNOPS_AUDIT_QUEUE_SIZE=200, CHURNOPS_AUDIT_FLUSH_MS=5)
-    with TestClient(serving_app(settings)) as test_client:
+    with TestClient(serving_app(settings), headers=all_scopes(settings)) as test_client:
         yield test_client
 
 

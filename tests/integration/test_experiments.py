@@ -24,6 +24,7 @@ from churnops.jobs.pipeline import run_pipeline
 from churnops.jobs.workdir import Workdir
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ def versions(settings: Settings) -> list[str]:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(serving_app(settings)) as test_client:
+    with TestClient(serving_app(settings), headers=all_scopes(settings)) as test_client:
         yield test_client
 
 

@@ -122,7 +122,9 @@ def test_redis_killed_and_restarted_under_load(
     with redis.Redis.from_url(redis_server.url) as client:
         client.save()  # the restarted server reloads this snapshot
     server = start_churnops(
-        pipeline_run.settings.home, tmp_path / "serve.log", env={"REDIS_URL": redis_server.url}
+        pipeline_run.settings.home,
+        tmp_path / "serve.log",
+        env={"REDIS_URL": redis_server.url, "CHURNOPS_AUTH": "off"},  # the feature path, not access control
     )
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"])
     try:
@@ -207,7 +209,7 @@ def test_postgres_cut_and_restored_under_load(
     )
     online.close()
 
-    stores = {"REDIS_URL": redis_server.url, "DATABASE_URL": url}
+    stores = {"REDIS_URL": redis_server.url, "DATABASE_URL": url, "CHURNOPS_AUTH": "off"}
     server = start_churnops(pipeline_run.settings.home, tmp_path / "pg.log", env=stores)
     ids = list(raw["customer_id"].iloc[2000:])
     try:

@@ -16,6 +16,7 @@ from churnops.jobs import audit
 from churnops.jobs.feedback import labelled_predictions
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def ids(pipeline_run: PipelineRun) -> list[str]:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(serving_app(settings)) as test_client:
+    with TestClient(serving_app(settings), headers=all_scopes(settings)) as test_client:
         yield test_client
 
 

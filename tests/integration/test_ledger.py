@@ -20,6 +20,7 @@ from churnops.jobs import audit
 from churnops.jobs.audit import ledger_store
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def customers(pipeline_run: PipelineRun) -> pd.DataFrame:
 def traffic(settings: Settings, customers: pd.DataFrame) -> dict[str, dict]:
     """40 single predictions and a batch of 10 (one unknown customer), then a clean shutdown."""
     answered: dict[str, dict] = {}
-    with TestClient(serving_app(settings)) as client:
+    with TestClient(serving_app(settings), headers=all_scopes(settings)) as client:
         for cid in customers["customer_id"].head(40):
             body = client.post("/v1/predict", json={"customer_id": cid}).json()
             answered[body["prediction_id"]] = body

@@ -19,6 +19,7 @@ from churnops.io.pyfunc_model import load_bundle
 from churnops.io.registry import PROFILE_TAG, MlflowRegistry
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import REPO, PipelineRun
 from tests.monitoring_helpers import private_home
 
@@ -38,7 +39,7 @@ def client(home: Path) -> Iterator[TestClient]:
         CHURNOPS_MONITOR_REFRESH_SECONDS=0.3,
         CHURNOPS_COST_SAMPLE=1,
     )
-    with TestClient(serving_app(settings)) as test_client:
+    with TestClient(serving_app(settings), headers=all_scopes(settings)) as test_client:
         yield test_client
 
 

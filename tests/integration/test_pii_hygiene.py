@@ -19,6 +19,7 @@ from churnops.io.datasets import load_spec, write_table
 from churnops.jobs.pipeline import run_pipeline
 from churnops.jobs.workdir import Workdir
 from churnops.serving.app import serving_app
+from tests.access_helpers import all_scopes
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def test_no_customer_id_or_rare_pii_value_in_any_artefact(
     run_pipeline(data, load_spec("synthetic"), fast_params, settings, Workdir(settings.home / "pipeline"))
 
     caplog.set_level(logging.INFO)
-    with TestClient(serving_app(settings)) as client:
+    with TestClient(serving_app(settings), headers=all_scopes(settings)) as client:
         for customer in frame["customer_id"].iloc[::100]:
             assert client.post("/v1/predict", json={"customer_id": customer}).status_code == 200
         client.post("/v1/predict", json={"customer_id": "CUSTSENTINEL-unknown"})

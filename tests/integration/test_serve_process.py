@@ -44,7 +44,7 @@ def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[ChurnopsServer
         pipeline_run.settings.home,
         tmp_path / "serve.log",
         workers=2,
-        env={"CHURNOPS_RELOAD_POLL_SECONDS": "0.5"},
+        env={"CHURNOPS_RELOAD_POLL_SECONDS": "0.5", "CHURNOPS_AUTH": "off"},  # swaps and drain, not auth
     )
     yield started
     stop_churnops(started)

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churnops.io.registry import MlflowRegistry
+from churnops.jobs.keys import create_key
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
 from tests.conftest import PipelineRun, mlflow_at
@@ -27,7 +28,8 @@ def client(pipeline_run: PipelineRun) -> Iterator[TestClient]:
         CHURNOPS_RELOAD_POLL_SECONDS=0.5,
         CHURNOPS_ACCESS_LOG_SAMPLE=1.0,
     )
-    with TestClient(serving_app(settings)) as test_client:
+    key = create_key(settings, name="test-service", scopes="predict,admin,audit", rate_limit="1000000/minute")
+    with TestClient(serving_app(settings), headers={"X-API-Key": key.key}) as test_client:
         yield test_client
 
 
@@ -182,7 +184,8 @@ def test_models_health_and_openapi(client: TestClient) -> None:
     assert ready.json()["golden_requests"] == 5
     schema = client.get("/openapi.json").json()
     predict_op = schema["paths"]["/v1/predict"]["post"]
-    body_schema = predict_op["requestBody"]["content"]["application/json"]["schema"]
+    ref = predict_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body_schema = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
     assert body_schema["required"] == ["customer_id"]
     assert "/v1/predict/batch" in schema["paths"]
 

@@ -13,6 +13,7 @@ from churnops.io.registry import MlflowRegistry
 from churnops.serving import reload
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import PipelineRun, copy_home
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_a_version_that_fails_to_build_keeps_the_watcher_alive(
     monkeypatch.setattr(reload, "build_slot", build_slot_once_broken)
     settings = Settings(churnops_home=home, CHURNOPS_RELOAD_POLL_SECONDS=0.2)
     client_app = serving_app(settings)
-    with TestClient(client_app) as client:
+    with TestClient(client_app, headers=all_scopes(settings)) as client:
         served = client.get("/v1/models").json()["champion"]
         broken = _register_copy(home, pipeline_run, customers)
         deadline = time.monotonic() + 5

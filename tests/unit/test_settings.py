@@ -36,6 +36,9 @@ ENV_NAMES = (
     "CHURNOPS_AUTH",
     "CHURNOPS_JWT_JWKS",
     "CHURNOPS_DOCS",
+    "CHURNOPS_JWT_ISSUER",
+    "CHURNOPS_JWT_AUDIENCE",
+    "CHURNOPS_RATE_LIMIT",
 )
 
 PRODUCTION = {
@@ -47,6 +50,8 @@ PRODUCTION = {
     "DATABASE_URL": "postgresql+psycopg://app:db-s3cret@db:5432/churnops",
     "REDIS_URL": "redis://:redis-s3cret@cache:6379/0",
     "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "CHURNOPS_JWT_ISSUER": "https://auth.example.com",
+    "CHURNOPS_JWT_AUDIENCE": "churnops",
 }
 
 
@@ -229,6 +234,8 @@ def test_check_production_accepts_postgres_host_and_redis_host(env: pytest.Monke
         ("CHURNOPS_PSEUDONYM_KEY", "CHURNOPS_PSEUDONYM_KEY"),
         ("CHURNOPS_LEDGER_KEY", "CHURNOPS_LEDGER_KEY"),
         ("CHURNOPS_API_KEY_PEPPER", "CHURNOPS_API_KEY_PEPPER"),
+        ("CHURNOPS_JWT_ISSUER", "CHURNOPS_JWT_ISSUER"),
+        ("CHURNOPS_JWT_AUDIENCE", "CHURNOPS_JWT_AUDIENCE"),
     ],
 )
 def test_check_production_names_the_missing_setting(
@@ -248,6 +255,7 @@ def test_check_production_names_the_missing_setting(
         ("JWT_SECRET_KEY", "short", "JWT_SECRET_KEY of at least 32 bytes"),
         ("CHURNOPS_LEDGER_KEY", "x" * 31, "CHURNOPS_LEDGER_KEY of at least 32 bytes"),
         ("CHURNOPS_AUTH", "off", "CHURNOPS_AUTH=off"),
+        ("CHURNOPS_RATE_LIMIT", "lots", "CHURNOPS_RATE_LIMIT"),
     ],
 )
 def test_check_production_refuses_short_secrets_and_auth_off(

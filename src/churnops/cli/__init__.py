@@ -23,6 +23,7 @@ from churnops.cli import (
     experiments,
     features,
     feedback,
+    keys,
     models,
     monitor,
     pipeline,
@@ -49,6 +50,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(keys.app, name="keys")
 serving.register(app)
 app.command()(demo.demo)
 

@@ -38,10 +38,19 @@ def demo(
     import pandas as pd
 
     customer = pd.read_csv(data, nrows=1)["customer_id"].iloc[0]
+    auth = ""
+    if settings.auth == "on":
+        from churnops.jobs.keys import create_key
+
+        made = create_key(settings, name="demo", scopes="predict,admin", created_by="demo")
+        console.print(f"demo API key (shown once; `churnops keys revoke {made.record.key_id}` to drop it):")
+        typer.echo(made.key)
+        auth = f"-H 'X-API-Key: {made.key}' "
     console.print(
         f"serving on http://127.0.0.1:{port} (OpenAPI at /docs); try:\n"
-        f"  curl -s localhost:{port}/v1/predict -H 'content-type: application/json' "
-        f"""-d '{{"customer_id": "{customer}"}}'"""
+        f"  curl -s localhost:{port}/v1/predict {auth}-H 'content-type: application/json' "
+        f"""-d '{{"customer_id": "{customer}"}}'""",
+        soft_wrap=True,
     )
     from churnops.serving import logs
     from churnops.serving.server import run

@@ -48,7 +48,8 @@ class CompiledModelCache:
         path = self.path_for(registry_uri, record)
         try:
             with path.open("rb") as handle:
-                compiled = pickle.load(handle)
+                # bandit B301: our own cache under CHURNOPS_HOME
+                compiled = pickle.load(handle)  # nosec B301
         except FileNotFoundError:
             return None
         except Exception as err:  # truncated, or written by an incompatible version: rebuild it

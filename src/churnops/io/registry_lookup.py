@@ -175,8 +175,9 @@ class SqliteLookup:
 
     @staticmethod
     def _by_number(conn: sqlite3.Connection, name: str, number: int) -> VersionRecord | None:
+        # bandit B608: only module constants are formatted in; every value is a bound `?` parameter
         sql = (
-            f"SELECT {_VERSION_COLUMNS} FROM model_versions mv"
+            f"SELECT {_VERSION_COLUMNS} FROM model_versions mv"  # nosec B608
             " WHERE mv.workspace = ? AND mv.name = ? AND mv.version = ? AND mv.current_stage != ?"
             f" AND {_NOT_PROMPT}"
         )
@@ -186,8 +187,9 @@ class SqliteLookup:
     @staticmethod
     def _by_alias(conn: sqlite3.Connection, name: str, alias: str) -> VersionRecord | None:
         # Aliases are deleted with their version, and the join rejects a deleted one like MLflow does.
+        # bandit B608: only module constants are formatted in; every value is a bound `?` parameter
         sql = (
-            f"SELECT {_VERSION_COLUMNS} FROM registered_model_aliases a JOIN model_versions mv"
+            f"SELECT {_VERSION_COLUMNS} FROM registered_model_aliases a JOIN model_versions mv"  # nosec B608
             " ON mv.workspace = a.workspace AND mv.name = a.name AND mv.version = a.version"
             " WHERE a.workspace = ? AND a.name = ? AND a.alias = ? AND mv.current_stage != ?"
             f" AND {_NOT_PROMPT}"
@@ -199,8 +201,9 @@ class SqliteLookup:
     def _latest(conn: sqlite3.Connection, name: str) -> VersionRecord | None:
         # The prompt check applies to the version found, so a tagged latest version hides, not falls back.
         marks = ", ".join("?" for _ in LIVE_STAGES)
+        # bandit B608: only module constants are formatted in; every value is a bound `?` parameter
         sql = (
-            f"SELECT {_VERSION_COLUMNS}, {_NOT_PROMPT} FROM model_versions mv WHERE mv.workspace = ?"
+            f"SELECT {_VERSION_COLUMNS}, {_NOT_PROMPT} FROM model_versions mv WHERE mv.workspace = ?"  # nosec B608
             f" AND mv.name = ? AND mv.current_stage IN ({marks}) ORDER BY mv.version DESC LIMIT 1"
         )
         row = conn.execute(sql, (PROMPT_TAG, DEFAULT_WORKSPACE, name, *LIVE_STAGES)).fetchone()

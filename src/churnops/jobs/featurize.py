@@ -80,7 +80,8 @@ def training_frame(
 
 def load_transformer(workdir: Workdir) -> FeatureTransformer:
     with workdir.require(workdir.transformer, "featurize").open("rb") as handle:
-        transformer: FeatureTransformer = pickle.load(handle)
+        # bandit B301: this pipeline's own output
+        transformer: FeatureTransformer = pickle.load(handle)  # nosec B301
     return transformer
 
 

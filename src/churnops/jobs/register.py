@@ -176,7 +176,8 @@ def _log_chosen(
     if workdir.reference_profile.exists():  # also inside the bundle; the artifact is what backfills add to
         registry.save_reference_profile(model_name, version, read_json(workdir.reference_profile))
     with workdir.model_card_data.open("rb") as handle:
-        card: ModelCardData = pickle.load(handle)
+        # bandit B301: this pipeline's own output
+        card: ModelCardData = pickle.load(handle)  # nosec B301
     workdir.model_card.write_text(
         render_model_card(dataclasses.replace(card, model_name=model_name, model_version=version))
     )

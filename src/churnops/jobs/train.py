@@ -258,7 +258,8 @@ def _choose(results: dict[str, Any], metric: str) -> str:
 
 def load_candidate(workdir: Workdir, name: str) -> TrainedCandidate:
     with workdir.require(workdir.candidates_dir / f"{name}.pkl", "train").open("rb") as handle:
-        trained: TrainedCandidate = pickle.load(handle)
+        # bandit B301: this pipeline's own output
+        trained: TrainedCandidate = pickle.load(handle)  # nosec B301
     return trained
 
 

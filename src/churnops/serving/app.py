@@ -24,9 +24,11 @@ from starlette.responses import Response
 
 from churnops import __version__
 from churnops.errors import ChurnopsError
+from churnops.serving import openapi
 from churnops.serving.asgi import AccessLog, ASGIApp, FastRoutes, RequestContext
+from churnops.serving.auth import AccessControl, Authentication, RateLimit
 from churnops.serving.change_handlers import follow_changes
-from churnops.serving.errors import error_body, error_response
+from churnops.serving.errors import error_body, error_headers, error_response
 from churnops.serving.experiment_routing import run_bandit
 from churnops.serving.monitoring import run_monitoring
 from churnops.serving.reload import watch_aliases
@@ -39,17 +41,27 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, state: ServiceState | None = None, access_log: AccessLog | None = None
+    settings: Settings,
+    state: ServiceState | None = None,
+    access_log: AccessLog | None = None,
+    access: AccessControl | None = None,
 ) -> FastAPI:
     """The ordinary FastAPI application: every route, the OpenAPI schema, error handlers, lifespan.
 
-    Pass a prebuilt `state` to skip loading from the registry (tests, embedding).
+    Pass a prebuilt `state` to skip loading from the registry (tests, embedding). Without
+    `access` (the layers of `serving_app`) every route but the open ones refuses: no principal.
     """
+    settings.check_production()
     access_log = access_log or AccessLog(settings.access_log_sample)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if access is not None:
+            await access.start()  # keys, limiter, nonces: before the first request
         service: ServiceState = state if state is not None else await asyncio.to_thread(build_state, settings)
+        if access is not None:
+            access.bind_metrics(service.metrics)
+            access.follow(service.follower)  # topic `keys`: revocations from every process
         app.state.service = service
         await service.features.warm()
         stop = asyncio.Event()
@@ -64,34 +76,48 @@ def create_app(
             access_log.flush()
             service.metrics.publish()  # a last snapshot: counters outlive the worker
             await service.features.close()
+            if access is not None:
+                await access.close()
 
     app = FastAPI(
         title="churnops",
         version=__version__,
         summary="Churn predictions with reason codes from the registered champion model.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.service = None
     app.state.settings = settings
     app.include_router(router)
+    openapi.install(
+        app, lambda: app.state.service.rules if app.state.service else None, settings.max_batch_instances
+    )
     _install_error_handlers(app)
     return app
 
 
 def serving_app(settings: Settings, state: ServiceState | None = None) -> ASGIApp:
-    """The served ASGI stack: request context (id, timing, access log) -> fast prediction routes -> FastAPI.
+    """The served ASGI stack: request context (id, timing, access log) -> authentication -> rate limit
+    -> fast prediction routes -> FastAPI.
 
     The prediction routes are answered before FastAPI's own middleware and routing,
-    which cost more than the whole prediction; every other route is plain FastAPI.
+    which cost more than the whole prediction; every other route is plain FastAPI. Both sit
+    behind the same access-control layers.
     """
     access_log = AccessLog(settings.access_log_sample)
-    app = create_app(settings, state, access_log)
+    access = AccessControl(settings)
+    app = create_app(settings, state, access_log, access)
+    access.route_table(app)
+    app.state.access = access
 
     def state_of() -> ServiceState | None:
         service: ServiceState | None = app.state.service
         return service
 
-    return RequestContext(FastRoutes(app, state_of), state_of, access_log)
+    routes = FastRoutes(app, state_of)
+    return RequestContext(Authentication(RateLimit(routes, access), access), state_of, access_log)
 
 
 def start_background(service: ServiceState, access_log: AccessLog, stop: asyncio.Event) -> Supervisor:
@@ -156,12 +182,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = error_body(exc.status_code, code, str(exc.detail), _request_id(request))
-        return Response(body, exc.status_code, media_type="application/json")
+        # Starlette puts `Allow` on its 405s (RFC 9110 requires it): keep the exception's headers.
+        return Response(body, exc.status_code, headers=exc.headers, media_type="application/json")
 
     @app.exception_handler(ChurnopsError)
     async def domain_error(request: Request, exc: ChurnopsError) -> Response:
         status, body = error_response(exc, _request_id(request))
-        return Response(body, status, media_type="application/json")
+        headers = {k.decode(): v.decode() for k, v in error_headers(exc)}
+        return Response(body, status, headers=headers, media_type="application/json")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 Scalar = str | int | float | bool | None
 
@@ -90,10 +91,17 @@ class ModelsResponse(BaseModel):
     online_store: dict[str, object]
 
 
+_ONE_TARGET: list[JsonValue] = [
+    {"required": [one], "properties": {one: {"type": "string"}, other: {"type": "null"}}}
+    for one, other in (("prediction_id", "customer_id"), ("customer_id", "prediction_id"))
+]
+
+
 class FeedbackRequest(BaseModel):
     """A delayed label: for one prediction (`prediction_id`) or a customer's recent predictions."""
 
-    model_config = ConfigDict(extra="forbid")
+    # "Exactly one of" in the schema too, so clients (and schemathesis) know what the validator wants.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _ONE_TARGET})
     prediction_id: str | None = Field(None, min_length=36, max_length=36, examples=["0192f1c2-..."])
     customer_id: str | None = Field(None, min_length=1, max_length=128)
     churned: bool
@@ -124,3 +132,38 @@ class PrivacyActionResponse(BaseModel):
     subject: str = Field(description="The customer's pseudonym (what the ledger holds).")
     event_id: str | None = None
     details: dict[str, object] = Field(default_factory=dict)
+
+
+class KeyCreateRequest(BaseModel):
+    """A new API key; the caller cannot grant scopes it does not hold itself (403)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", examples=["retention-dashboard"]
+    )
+    scopes: list[Literal["predict", "admin", "audit"]] = Field(min_length=1, examples=[["predict"]])
+    rate_limit: str | None = Field(
+        None, pattern=r"^[1-9][0-9]{0,11}/(second|minute|hour|day)$", examples=["100/minute"]
+    )
+    signed: bool = False
+    expires_in_days: float | None = Field(None, gt=0, le=3650)
+
+
+class KeyCreated(BaseModel):
+    key_id: str
+    key: str = Field(description="Shown once: send it as X-API-Key.")
+    signing_secret: str | None = Field(
+        None, description="Shown once, for signed keys: HMAC key of X-Signature."
+    )
+
+
+class KeyInfo(BaseModel):
+    key_id: str
+    name: str
+    scopes: list[str]
+    rate_limit: str | None
+    signed: bool
+    created_at_us: int
+    expires_at_us: int | None
+    revoked_at_us: int | None
+    created_by: str | None

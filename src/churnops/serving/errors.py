@@ -8,13 +8,16 @@ import orjson
 
 from churnops.errors import (
     AuditUnavailable,
-    ChurnopsError,
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
     NotReady,
     PayloadTooLarge,
+    RateLimited,
     RegistryError,
+    Unauthenticated,
+    Unavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,13 +53,30 @@ def classify(err: BaseException) -> tuple[int, str, str, str | None]:
         return 503, "audit_unavailable", str(err), None
     if isinstance(err, Conflict):
         return 409, "conflict", str(err), None
-    if isinstance(err, ChurnopsError):
-        return 400, "bad_request", str(err), None
+    if isinstance(err, Unauthenticated):
+        return 401, "unauthenticated", str(err), None
+    if isinstance(err, Forbidden):
+        return 403, "forbidden", str(err), None
+    if isinstance(err, RateLimited):
+        return 429, "rate_limited", str(err), None
+    if isinstance(err, Unavailable):
+        return 503, "unavailable", str(err), None
+    # Any other ChurnopsError is a server-side condition nobody mapped yet: a 500 that says so,
+    # never a 400 that blames the client by accident.
     return 500, "internal_error", "internal error: the server log has the details under this request id", None
+
+
+def error_headers(err: BaseException) -> list[tuple[bytes, bytes]]:
+    """Headers a status needs besides the body: WWW-Authenticate on 401, Retry-After and RateLimit on 429."""
+    if isinstance(err, Unauthenticated):
+        return [(b"www-authenticate", b'Bearer realm="churnops", ApiKey realm="churnops"')]
+    if isinstance(err, RateLimited):
+        return err.headers
+    return []
 
 
 def error_response(err: BaseException, request_id: str) -> tuple[int, bytes]:
     status, code, message, field = classify(err)
-    if status >= 500 and not isinstance(err, ChurnopsError):
+    if status >= 500 and status != 503:
         logger.error("request %s failed", request_id, exc_info=err)
     return status, error_body(status, code, message, request_id, field)

@@ -48,6 +48,9 @@ class ServiceMetrics:
         self.task_restarts: dict[str, int] = {}
         # Monitoring gauges, family -> [labels..., value] rows (computed from the shared store).
         self.monitoring: dict[str, list[list[Any]]] = {}
+        # Access control hands its live dicts over (serving.auth.AccessControl.bind_metrics).
+        self.auth_failures: dict[str, int] = {}  # reason -> count
+        self.rate_limit_decisions: dict[str, int] = {}  # outcome -> count
 
     def observe_prediction(
         self, variant: str, version: str, source: str, seconds: float, outcome: str
@@ -97,6 +100,8 @@ class ServiceMetrics:
             "shadows": [[*k, v] for k, v in self.shadow_outcomes.copy().items()],
             "experiment_weights": self.experiment_weights.copy(),
             "monitoring": self.monitoring.copy(),
+            "auth_failures": [[k, v] for k, v in self.auth_failures.copy().items()],
+            "rate_limit_decisions": [[k, v] for k, v in self.rate_limit_decisions.copy().items()],
         }
 
     def publish(self) -> None:
@@ -174,6 +179,18 @@ def _render(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     for labels in sorted(live):
         yield f"model_version_info{_labels(('model', 'model_version', 'variant', 'candidate'), labels)} 1\n"
     yield from _render_scalars(snapshots)
+    yield from _render_access(snapshots)
+
+
+def _render_access(snapshots: list[dict[str, Any]]) -> Iterator[str]:
+    yield "# HELP auth_failures_total Requests refused by access control, by reason.\n"
+    yield "# TYPE auth_failures_total counter\n"
+    for (reason,), value in sorted(sum_counts(snapshots, "auth_failures").items()):
+        yield f'auth_failures_total{{reason="{_escape(reason)}"}} {value:g}\n'
+    yield "# HELP rate_limit_decisions_total Rate-limit decisions; fallback_*: Redis down, local share.\n"
+    yield "# TYPE rate_limit_decisions_total counter\n"
+    for (outcome,), value in sorted(sum_counts(snapshots, "rate_limit_decisions").items()):
+        yield f'rate_limit_decisions_total{{outcome="{_escape(outcome)}"}} {value:g}\n'
 
 
 def _render_latency(snapshots: list[dict[str, Any]]) -> Iterator[str]:

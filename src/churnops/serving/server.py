@@ -38,6 +38,7 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     # Workers are separate processes that build their own Settings from the environment.
     os.environ["CHURNOPS_METRICS_DIR"] = str(metrics_dir)
+    os.environ["CHURNOPS_WORKERS"] = str(workers)  # each worker's share of a rate limit while Redis is down
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per request path: no OpenMP fights
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     # uvicorn re-raises a captured SIGTERM after its graceful shutdown; a drained stop is a success.

@@ -19,10 +19,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-
-def body_schema(model: type[Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+# Every route behind access control can answer these (serving.auth's layers).
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "No, malformed, unknown, revoked or expired credentials (see WWW-Authenticate)",
+        403: "The credentials lack the route's scope",
+        429: "The key's rate limit is spent (Retry-After, RateLimit, RateLimit-Policy)",
+    }.items()
+}
 
 
 def request_id(request: Request) -> str:

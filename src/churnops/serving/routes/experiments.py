@@ -8,14 +8,16 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from churnops.core.auth import ADMIN, PREDICT
 from churnops.core.experiments import ExperimentDefinition
 from churnops.jobs import experiments as jobs
 from churnops.serving.asgi import principal_id
+from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse
-from churnops.serving.routes._common import ERRORS
+from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], responses=AUTH_ERRORS)  # reads: predict; writes: admin
 
 Name = Path(min_length=1, max_length=64, description="Experiment name.")
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -36,21 +38,21 @@ class PromoteArm(BaseModel):
     arm: str = Field(min_length=1, max_length=64)
 
 
-@router.get("/v1/experiments", responses=_RESPONSES)
+@router.get("/v1/experiments", responses=_RESPONSES, dependencies=[requires(PREDICT)])
 async def list_experiments(state: StateDep) -> list[dict[str, Any]]:
     """Every experiment, newest first."""
     ctx = state.experiments()
     return await asyncio.to_thread(lambda: [jobs.describe(e) for e in ctx.store.all()])
 
 
-@router.post("/v1/experiments", status_code=201, responses=_RESPONSES)
+@router.post("/v1/experiments", status_code=201, responses=_RESPONSES, dependencies=[requires(ADMIN)])
 async def create_experiment(body: ExperimentDefinition, request: Request, state: StateDep) -> dict[str, Any]:
     """Start an experiment; every worker and replica routes by it within 2 s."""
     ctx = state.experiments()
     return await asyncio.to_thread(jobs.create, ctx, body, principal_id(request.scope))
 
 
-@router.get("/v1/experiments/{name}", responses=_RESPONSES)
+@router.get("/v1/experiments/{name}", responses=_RESPONSES, dependencies=[requires(PREDICT)])
 async def show_experiment(state: StateDep, name: str = Name) -> dict[str, Any]:
     """Definition, bucket counts per arm, and the history of its weights."""
     ctx = state.experiments()
@@ -59,7 +61,7 @@ async def show_experiment(state: StateDep, name: str = Name) -> dict[str, Any]:
     )
 
 
-@router.patch("/v1/experiments/{name}", responses=_RESPONSES)
+@router.patch("/v1/experiments/{name}", responses=_RESPONSES, dependencies=[requires(ADMIN)])
 async def reweight_experiment(
     body: Reweight, request: Request, state: StateDep, name: str = Name
 ) -> dict[str, Any]:
@@ -68,21 +70,21 @@ async def reweight_experiment(
     return await asyncio.to_thread(jobs.reweight, ctx, name, body.weights, principal_id(request.scope))
 
 
-@router.get("/v1/experiments/{name}/results", responses=_RESPONSES)
+@router.get("/v1/experiments/{name}/results", responses=_RESPONSES, dependencies=[requires(PREDICT)])
 async def experiment_results(state: StateDep, name: str = Name) -> dict[str, Any]:
     """Per arm: counts, metrics with intervals, SRM, sequential tests (Holm), a decision with its reason."""
     ctx = state.experiments()
     return await asyncio.to_thread(jobs.results, ctx, name, state.business)
 
 
-@router.post("/v1/experiments/{name}/stop", responses=_RESPONSES)
+@router.post("/v1/experiments/{name}/stop", responses=_RESPONSES, dependencies=[requires(ADMIN)])
 async def stop_experiment(request: Request, state: StateDep, name: str = Name) -> dict[str, Any]:
     """Stop routing by the experiment; the champion serves everyone again."""
     ctx = state.experiments()
     return await asyncio.to_thread(jobs.stop, ctx, name, principal_id(request.scope))
 
 
-@router.post("/v1/experiments/{name}/promote", responses=_RESPONSES)
+@router.post("/v1/experiments/{name}/promote", responses=_RESPONSES, dependencies=[requires(ADMIN)])
 async def promote_arm(
     body: PromoteArm, request: Request, state: StateDep, name: str = Name
 ) -> dict[str, Any]:

@@ -7,14 +7,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from churnops.core.auth import PREDICT
 from churnops.jobs.feedback import Label, record_labels, record_one
 from churnops.jobs.feedback import parse_time_us as _time_us
 from churnops.serving.asgi import principal_id
+from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse, FeedbackBatchRequest, FeedbackRequest, FeedbackResponse
-from churnops.serving.routes._common import ERRORS
+from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
 
-router = APIRouter(tags=["feedback"])
+# 400: a body that is not JSON at all (FastAPI's parser says so before any field is read)
+router = APIRouter(
+    tags=["feedback"], dependencies=[requires(PREDICT)], responses={**AUTH_ERRORS, 400: ERRORS[400]}
+)
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {

@@ -8,11 +8,12 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from churnops.errors import NotReady
+from churnops.serving.auth import public
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse
 from churnops.serving.metrics import CONTENT_TYPE
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[public()])
 
 
 @router.get("/health/live")

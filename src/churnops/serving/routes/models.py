@@ -6,11 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from churnops.core.auth import PREDICT
 from churnops.io.registry import CHALLENGER
+from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ModelsResponse
+from churnops.serving.routes._common import AUTH_ERRORS
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[requires(PREDICT)], responses=AUTH_ERRORS)
 
 
 @router.get("/v1/models", response_model=ModelsResponse)

@@ -5,25 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from churnops.core.auth import PREDICT
 from churnops.serving.asgi import principal_id
+from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
-from churnops.serving.dto import (
-    BatchRequestModel,
-    BatchResponseModel,
-    PredictRequestModel,
-    PredictResponseModel,
-)
+from churnops.serving.dto import BatchResponseModel, PredictResponseModel
+from churnops.serving.openapi import request_body
 from churnops.serving.predict_api import handle_batch, handle_predict
-from churnops.serving.routes._common import ERRORS, body_schema, request_id
+from churnops.serving.routes._common import AUTH_ERRORS, ERRORS, request_id
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], dependencies=[requires(PREDICT)], responses=AUTH_ERRORS)
 
 
 @router.post(
     "/v1/predict",
     response_model=PredictResponseModel,
     responses=ERRORS,
-    openapi_extra=body_schema(PredictRequestModel),
+    openapi_extra=request_body("PredictRequest"),
 )
 async def predict(request: Request, state: StateDep) -> Response:
     """Churn probability, decision and top-3 reason codes for one customer."""
@@ -37,7 +35,7 @@ async def predict(request: Request, state: StateDep) -> Response:
     "/v1/predict/batch",
     response_model=BatchResponseModel,
     responses=ERRORS,
-    openapi_extra=body_schema(BatchRequestModel),
+    openapi_extra=request_body("BatchRequest"),
 )
 async def predict_batch(request: Request, state: StateDep) -> Response:
     """Up to 10,000 predictions in one call, all on the same model version."""

@@ -7,14 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request
 
+from churnops.core.auth import AUDIT
 from churnops.jobs.privacy import erase_customer, export_customer, opt_out_customer
 from churnops.serving.asgi import principal_id
+from churnops.serving.auth import requires
 from churnops.serving.change_handlers import forget_subject
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse, PrivacyActionResponse
-from churnops.serving.routes._common import ERRORS
+from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
 
-router = APIRouter(tags=["privacy"])
+router = APIRouter(tags=["privacy"], dependencies=[requires(AUDIT)], responses=AUTH_ERRORS)
 
 CustomerId = Path(min_length=1, max_length=128, description="The customer's id, as in your data.")
 _RESPONSES: dict[int | str, dict[str, Any]] = {
