@@ -17,7 +17,8 @@ from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
 
-router = APIRouter(tags=["experiments"], responses=AUTH_ERRORS)  # reads: predict; writes: admin
+# reads: predict; writes: admin. 400: a body that is not JSON at all.
+router = APIRouter(tags=["experiments"], responses={**AUTH_ERRORS, 400: ERRORS[400]})
 
 Name = Path(min_length=1, max_length=64, description="Experiment name.")
 _RESPONSES: dict[int | str, dict[str, Any]] = {
