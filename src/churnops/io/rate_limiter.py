@@ -285,7 +285,8 @@ class RateLimiter:
                 # so a fallback starts from what was just spent, not from a full burst.
                 self.local.take_now(key, self._share(rate), grant.granted)
                 return grant, False
-        return self.local.take_now(key, self._share(rate), 1), True
+        share = self._share(rate)  # leased like the shared bucket: requests stay on the fast path
+        return self.local.take_now(key, share, lease_size(share, self.lease_seconds)), True
 
     def _share(self, rate: Rate) -> Rate:
         share = self.shares.get(rate)
