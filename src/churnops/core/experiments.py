@@ -35,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -64,8 +65,16 @@ def _check_version(value: Any) -> Any:
     return text
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
-Version = Annotated[str, BeforeValidator(_check_version)]
+# The patterns are in the JSON schema too (OpenAPI clients and fuzzers see them); the validators
+# give the messages.
+Name = Annotated[
+    str, AfterValidator(_check_name), WithJsonSchema({"type": "string", "pattern": _NAME.pattern})
+]
+Version = Annotated[
+    str,
+    BeforeValidator(_check_version),
+    WithJsonSchema({"type": "string", "pattern": _VERSION.pattern, "examples": ["3"]}),
+]
 
 
 class ExperimentDefinitionError(InvalidRequest):
@@ -98,7 +107,7 @@ class ExperimentDefinition(BaseModel):
 
     model_config = _FROZEN
     name: Name
-    arms: tuple[Arm, ...]
+    arms: tuple[Arm, ...] = Field(min_length=2, max_length=MAX_ARMS)
     shadows: tuple[Shadow, ...] = ()
     salt: str | None = Field(None, min_length=1, max_length=256)
     mode: Literal["fixed", "bandit"] = "fixed"
