@@ -107,7 +107,8 @@ class ExperimentDefinition(BaseModel):
 
     model_config = _FROZEN
     name: Name
-    arms: tuple[Arm, ...] = Field(min_length=2, max_length=MAX_ARMS)
+    # The bounds are stated in the JSON schema; `_check_arms` enforces them with its own message.
+    arms: tuple[Arm, ...] = Field(json_schema_extra={"minItems": 2, "maxItems": MAX_ARMS})
     shadows: tuple[Shadow, ...] = ()
     salt: str | None = Field(None, min_length=1, max_length=256)
     mode: Literal["fixed", "bandit"] = "fixed"
