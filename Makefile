@@ -4,8 +4,12 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
+# Airflow lives in a virtualenv of its own: 3.3 needs fastapi < 0.137, the service a newer one.
+AIRFLOW_VENV    ?= .venv-airflow
+AIRFLOW_VERSION ?= 3.3.2
+AIRFLOW_STAMP   := $(AIRFLOW_VENV)/.installed
 
-.PHONY: install demo test lint security typecheck unit integration bench clean alerts
+.PHONY: install airflow demo test lint security typecheck unit integration bench clean alerts
 
 install: $(STAMP)
 
@@ -22,10 +26,18 @@ $(STAMP): pyproject.toml
 	@$(PY) -m compileall -q src >/dev/null
 	@touch $(STAMP)
 
+airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): Makefile
+	$(PYTHON) -m uv venv -q --allow-existing -p $(PYTHON) $(AIRFLOW_VENV)
+	$(PYTHON) -m uv pip install -q --compile-bytecode -p $(AIRFLOW_VENV)/bin/python \
+		"apache-airflow==$(AIRFLOW_VERSION)" "fastapi<0.137"
+	@touch $(AIRFLOW_STAMP)
+
 demo: install
 	$(BIN)/churnops demo
 
-test: install lint security alerts
+test: install airflow lint security alerts
 	$(BIN)/pytest -q
 
 # Alert rules: syntax (`promtool check rules`) and one unit test per rule (`promtool test rules`).
@@ -50,11 +62,11 @@ lint: install
 unit: install
 	$(BIN)/pytest -q -m "unit and not slow"
 
-integration: install
+integration: install airflow
 	$(BIN)/pytest -q -m integration
 
 bench: install
 	$(PY) bench/bench_pipeline.py
 
 clean:
-	rm -rf $(VENV) .churnops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) .churnops .pytest_cache .mypy_cache .ruff_cache

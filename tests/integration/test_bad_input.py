@@ -130,8 +130,11 @@ def test_encoding_change_drift_fails_validation(tmp_path: Path, params_file: Pat
     assert made.returncode == 0, made.stderr
     out = pipeline(tmp_path / "home", data, params_file)
     assert_clean_failure(out, tmp_path / "home", "'contract'", "reference categories", "M2M")
-    assert (tmp_path / "home" / "pipeline" / "validation" / "validation.html").is_file()
-    assert (tmp_path / "home" / "pipeline" / "validation" / "validation.json").is_file()
+    # Each `pipeline run` has a working directory of its own under $CHURNOPS_HOME/runs.
+    (run,) = (tmp_path / "home" / "runs").iterdir()
+    assert (run / "validation" / "validation.html").is_file()
+    assert (run / "validation" / "validation.json").is_file()
+    assert str(run / "validation" / "validation.html") in out.stderr
 
 
 def test_bad_spec_file(tmp_path: Path, params_file: Path, clean: pd.DataFrame) -> None:

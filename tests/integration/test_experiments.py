@@ -243,17 +243,24 @@ def test_shadows_are_recorded_never_returned(
     )
 
 
-def test_promote_moves_the_champion_and_ends_the_experiment(
+def test_promote_goes_through_the_gates_and_ends_the_experiment(
     client: TestClient, settings: Settings, versions: list[str]
 ) -> None:
-    response = client.post("/v1/experiments/with-shadows/promote", json={"arm": "challenger"})
-    assert response.status_code == 200, response.text
-    assert response.json()["version"] == versions[-1]
+    """The winner goes through the one promotion path: v2 (trained on 1,500 rows) is no better than the
+    champion on rows neither trained on, so the gate refuses it and the experiment keeps running; the
+    control arm (the champion) ends it without a move."""
     registry = MlflowRegistry(settings.tracking_uri, settings.artifact_root)
-    assert registry.alias_version("churn-synthetic", "champion") == versions[-1]
+    refused = client.post("/v1/experiments/with-shadows/promote", json={"arm": "challenger"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["message"].startswith(f"v{versions[-1]} refused: gate ")
+    assert registry.alias_version("churn-synthetic", "champion") == versions[0]
+    assert client.get("/v1/experiments/with-shadows").json()["status"] == "running"
+    response = client.post("/v1/experiments/with-shadows/promote", json={"arm": "control"})
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == versions[0]
+    assert registry.alias_version("churn-synthetic", "champion") == versions[0]
     wait_for_experiment(client, None)
     assert client.get("/v1/experiments/with-shadows").json()["status"] == "promoted"
-    registry.set_alias("churn-synthetic", "champion", versions[0])
 
 
 def test_cli_refuses_a_malformed_file_in_one_line(settings: Settings, tmp_path: Path) -> None:

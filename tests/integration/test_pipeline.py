@@ -107,21 +107,34 @@ def test_models_list_json(pipeline_run: PipelineRun) -> None:
     versions = json.loads(out.stdout)
     champion = next(v for v in versions if "champion" in v["aliases"])
     assert champion["name"] == "churn-synthetic"
-    assert set(champion) == {"name", "version", "aliases", "metrics", "threshold", "dataset", "run_id"}
+    assert set(champion) == {
+        "name",
+        "version",
+        "aliases",
+        "metrics",
+        "threshold",
+        "dataset",
+        "run_id",
+        "status",
+    }
+    assert champion["status"] == "champion"
     assert set(champion["metrics"]) == set(LISTED_METRICS)
     assert all(isinstance(v, float) for v in champion["metrics"].values())
 
 
-def test_later_version_is_challenger_until_it_beats_the_champion(
+def test_later_version_is_gated_against_the_champion(
     tmp_path, fast_params: Params, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """v2 trained on weaker data stays challenger; promote moves champion; v3 that beats it takes it."""
+    """v2 trained on label-scrambled data is refused by the discrimination gate and stays challenger;
+    `models promote 2` is refused naming the gate, `--force` promotes it (an override on record); v3
+    trained on good data beats v2 on rows neither trained on and takes over."""
     settings = make_settings(tmp_path / "home")
     spec = load_spec("synthetic")
     good = write_table(generate_customers(3000, seed=1), tmp_path / "good.csv")
     run_pipeline(good, spec, fast_params, settings, Workdir(tmp_path / "w1"))
-    # Labels scrambled for most rows: a much weaker model on the same schema.
+    # Labels scrambled for most rows: a much weaker model on the same schema (other customers).
     noisy = generate_customers(3000, seed=2)
+    noisy["customer_id"] = "N" + noisy["customer_id"]
     flip = np.random.default_rng(0).random(len(noisy)) < 0.45
     noisy.loc[flip, "churn"] = np.where(noisy.loc[flip, "churn"] == "Yes", "No", "Yes")
     second = run_pipeline(
@@ -129,26 +142,35 @@ def test_later_version_is_challenger_until_it_beats_the_champion(
     )["register"]
     assert second["version"] == "2"
     assert second["champion"] is False
-    assert "does not beat" in second["reason"]
+    assert second["status"] == "rejected"
+    assert second["reason"].startswith("v2 refused: gate discrimination failed")
     reg = MlflowRegistry(settings.tracking_uri, settings.artifact_root)
     assert reg.alias_version("churn-synthetic", "champion") == "1"
     assert reg.alias_version("churn-synthetic", "challenger") == "2"
 
     monkeypatch.setenv("CHURNOPS_HOME", str(settings.home))
-    promoted = subprocess.run(
-        [sys.executable, "-m", "churnops", "models", "promote", "2"],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
-    assert promoted.returncode == 0, promoted.stderr
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "churnops", *args]
+        return subprocess.run(cmd, capture_output=True, check=False, text=True, timeout=120)
+
+    refused = cli("models", "promote", "2")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: v2 refused: gate discrimination failed: AUC ")
+    assert reg.alias_version("churn-synthetic", "champion") == "1"
+    forced = cli("models", "promote", "2", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "forced" in forced.stdout
     assert reg.alias_version("churn-synthetic", "champion") == "2"
     assert reg.alias_version("churn-synthetic", "challenger") is None
 
-    third = run_pipeline(good, spec, fast_params, settings, Workdir(tmp_path / "w3"))["register"]
-    assert third["champion"] is True
-    assert "beats champion v2" in third["reason"]
+    better = generate_customers(3000, seed=3)
+    better["customer_id"] = "M" + better["customer_id"]
+    third = run_pipeline(
+        write_table(better, tmp_path / "better.csv"), spec, fast_params, settings, Workdir(tmp_path / "w3")
+    )["register"]
+    assert third["champion"] is True, third["reason"]
+    assert "all 8 gates passed against champion v2" in third["reason"]
     assert reg.alias_version("churn-synthetic", "champion") == "3"
 
 

@@ -161,7 +161,7 @@ def test_a_bad_search_space_fails_before_anything_runs(tmp_path: Path) -> None:
     home = tmp_path / "home"
     out = run_cli(home, "pipeline", "run", "--data", str(data), "--params", str(params))
     assert_clean_failure(out, home, "training.search.spaces.lightgbm.num_leaves", "empty range")
-    assert not (home / "pipeline").exists()  # not even ingested
+    assert not (home / "runs").exists()  # not even ingested
 
 
 def test_search_off_on_the_command_line(tmp_path: Path) -> None:
@@ -174,10 +174,11 @@ def test_search_off_on_the_command_line(tmp_path: Path) -> None:
     home = tmp_path / "home"
     out = run_cli(home, "pipeline", "run", "--data", str(data), "--params", str(params), "--search", "off")
     assert out.returncode == 0, out.stderr
-    training = json.loads((home / "pipeline" / "training.json").read_text())
+    (run,) = (home / "runs").iterdir()  # each `pipeline run` has a working directory of its own
+    training = json.loads((run / "training.json").read_text())
     assert training["search"] == {"enabled": False}
     assert "search" not in training["candidates"]["logreg"]
-    assert load_trials(Workdir(home / "pipeline")) == {}
+    assert load_trials(Workdir(run)) == {}
 
 
 def test_a_blend_champion_registers_serves_and_warm_starts_its_members(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -13,7 +14,11 @@ import httpx
 import pandas as pd
 import pytest
 
+from churnops.core.bundle import ModelBundle
+from churnops.io.pyfunc_model import load_bundle, save_bundle
 from churnops.io.registry import MlflowRegistry
+from churnops.jobs.evaluate import golden_requests
+from churnops.jobs.train import load_candidate, load_training
 from tests.conftest import PipelineRun
 from tests.servers import ChurnopsServer, start_churnops, stop_churnops
 
@@ -24,17 +29,25 @@ PROMOTIONS = 5
 
 
 @pytest.fixture(scope="module")
-def versions(pipeline_run: PipelineRun) -> list[str]:
-    """Two more registered versions of the same model to promote back and forth."""
+def versions(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelBundle]:
+    """Two more registered versions that are genuinely different models (the pipeline's other two
+    candidates, each with golden requests of its own), to promote back and forth."""
     registry = MlflowRegistry(pipeline_run.settings.tracking_uri, pipeline_run.settings.artifact_root)
     example = pd.read_csv(pipeline_run.data).head(3)
-    made = []
-    for i in range(2):
-        with registry.run(f"swap-{i}", {}) as run_id:
-            made.append(
-                registry.log_model(run_id, pipeline_run.workdir.bundle, "churn-synthetic", example, {})
-            )
-    return ["1", *made]
+    chosen = load_bundle(pipeline_run.workdir.bundle)
+    golden_rows = pd.DataFrame([case["features"] for case in chosen.metadata["golden"]])
+    made = {"1": chosen}
+    others = [name for name in load_training(pipeline_run.workdir)["candidates"] if name != chosen.candidate]
+    for name in others:
+        classifier = load_candidate(pipeline_run.workdir, name).classifier
+        bundle = dataclasses.replace(
+            chosen, classifier=classifier, candidate=name, metadata=dict(chosen.metadata)
+        )
+        bundle.metadata["golden"] = golden_requests(bundle, golden_rows)
+        path = save_bundle(bundle, tmp_path_factory.mktemp("swap") / "bundle.pkl")
+        with registry.run(f"swap-{name}", {}) as run_id:
+            made[registry.log_model(run_id, path, "churn-synthetic", example, {})] = bundle
+    return made
 
 
 @pytest.fixture
@@ -52,13 +65,16 @@ def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[ChurnopsServer
 
 
 def test_promotions_under_load(
-    server: ChurnopsServer, pipeline_run: PipelineRun, versions: list[str]
+    server: ChurnopsServer, pipeline_run: PipelineRun, versions: dict[str, ModelBundle]
 ) -> None:
-    """8 clients without pause while champion moves 5 times: no non-2xx, every answer from a champion."""
+    """8 clients without pause while champion moves 5 times between three different models: no non-2xx,
+    every answer from a champion, and every probability the one the version it names gives."""
     registry = MlflowRegistry(pipeline_run.settings.tracking_uri, None)
-    ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(500))
+    raw = pd.read_csv(pipeline_run.data).head(500)
+    ids = list(raw["customer_id"])
+    order = list(versions)
     timeline: list[tuple[float, str]] = [(time.monotonic(), "1")]  # (time the alias moved, version)
-    results: list[tuple[float, float, int, str | None]] = []
+    results: list[tuple[float, float, int, str | None, str, float | None]] = []
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -67,12 +83,21 @@ def test_promotions_under_load(
             i = worker
             while not stop.is_set():
                 started = time.monotonic()
-                response = http.post("/v1/predict", json={"customer_id": ids[i % len(ids)]})
-                version = (
-                    response.json().get("model", {}).get("version") if response.status_code == 200 else None
-                )
+                customer = ids[i % len(ids)]
+                response = http.post("/v1/predict", json={"customer_id": customer})
+                body = response.json() if response.status_code == 200 else {}
+                version = body.get("model", {}).get("version")
                 with lock:
-                    results.append((started, time.monotonic(), response.status_code, version))
+                    results.append(
+                        (
+                            started,
+                            time.monotonic(),
+                            response.status_code,
+                            version,
+                            customer,
+                            body.get("churn_probability"),
+                        )
+                    )
                 i += CLIENTS
 
     threads = [threading.Thread(target=client, args=(w,)) for w in range(CLIENTS)]
@@ -81,7 +106,7 @@ def test_promotions_under_load(
     try:
         for n in range(PROMOTIONS):
             time.sleep(1.5)
-            target = versions[(n + 1) % len(versions)]
+            target = order[(n + 1) % len(order)]
             registry.set_alias("churn-synthetic", "champion", target)
             timeline.append((time.monotonic(), target))
             wait_for_version(server, target)
@@ -96,9 +121,17 @@ def test_promotions_under_load(
     assert failures == []
     # The server follows the registry by polling: a response may name the version that was champion up
     # to one swap delay (<= 5 s) before it started, never one that was not champion in that window.
-    for started, finished, _, version in results:
+    for started, finished, _, version, _, _ in results:
         window = [v for t, v in champions_between(timeline, started - 5.0, finished)]
         assert version in window, (started, finished, version, timeline)
+    # Each version scores every customer its own way (they are different models) ...
+    expected = {v: dict(zip(ids, bundle.predict_proba(raw), strict=True)) for v, bundle in versions.items()}
+    spread = max(abs(expected["1"][c] - expected[v][c]) for v in order[1:] for c in ids)
+    assert spread > 0.05
+    # ... and each answer's probability is the one its named version gives.
+    assert {version for *_, version, _, _ in results} == set(order)
+    wrong = [r for r in results if abs(r[5] - expected[r[3]][r[4]]) > 1e-6]
+    assert wrong == [], wrong[:5]
 
 
 def champions_between(timeline: list[tuple[float, str]], start: float, end: float) -> list[tuple[float, str]]:

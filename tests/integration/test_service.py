@@ -180,7 +180,7 @@ def test_models_health_and_openapi(client: TestClient) -> None:
     assert models["online_store"]["entities"] == 4000
     assert client.get("/health/live").json() == {"status": "live"}
     ready = client.get("/health/ready")
-    assert ready.status_code == 200
+    assert ready.status_code == 200, ready.text
     assert ready.json()["golden_requests"] == 5
     schema = client.get("/openapi.json").json()
     predict_op = schema["paths"]["/v1/predict"]["post"]

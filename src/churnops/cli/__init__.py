@@ -23,7 +23,9 @@ from churnops.cli import (
     experiments,
     features,
     feedback,
+    gates,
     keys,
+    lifecycle,
     models,
     monitor,
     pipeline,
@@ -50,7 +52,9 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(gates.app, name="gates")
 app.add_typer(keys.app, name="keys")
+app.add_typer(lifecycle.app, name="lifecycle")
 serving.register(app)
 app.command()(demo.demo)
 

@@ -27,9 +27,9 @@ def demo(
     data = settings.ensure_home() / "data" / f"demo-{rows}.csv"
     generate(rows, 42, data)
     params = with_search(load_params(None), False)  # the demo stays quick: fixed parameters
-    result = run_with_progress(data, load_spec("synthetic"), params, settings, None, console)
+    workdir = settings.home / "pipeline"  # the demo's one run, where its messages say
+    result = run_with_progress(data, load_spec("synthetic"), params, settings, workdir, console)
     print_summary(result, console)
-    workdir = settings.home / "pipeline"
     console.print(f"model card: {workdir / 'evaluation' / 'model_card.md'}")
     console.print(f"validation report: {workdir / 'validation' / 'validation.html'}")
     console.print(f"browse runs: mlflow ui --backend-store-uri {settings.tracking_uri}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -30,7 +31,9 @@ def pipeline_run(
         str, typer.Option(help="Built-in spec name (synthetic, telco) or a spec YAML path.")
     ] = "synthetic",
     params: ParamsOption = None,
-    workdir: WorkdirOption = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Working directory [default: a new $CHURNOPS_HOME/runs/pipeline-...].")
+    ] = None,
     rows: Annotated[int, typer.Option(min=100, help="Rows to generate when --data is not given.")] = 20_000,
     search: Annotated[
         Literal["on", "off"] | None,
@@ -69,10 +72,10 @@ def run_with_progress(
 ) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from churnops.jobs.pipeline import STAGES, default_workdir, run_pipeline
+    from churnops.jobs.pipeline import STAGES, run_pipeline, run_workdir
     from churnops.jobs.workdir import Workdir
 
-    wd = Workdir(workdir) if workdir else default_workdir(settings)
+    wd = Workdir(workdir) if workdir else run_workdir(settings)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -100,8 +103,7 @@ def print_summary(result: dict[str, Any], console: Console) -> None:
     cv_text = f", {cv['folds']}-fold CV ROC AUC {cv['mean']:.4f} ± {cv['std']:.4f}" if cv else ""
     console.print(
         f"[green]registered[/] {reg['model_name']} v{reg['version']} ({chosen}): holdout ROC AUC "
-        f"{holdout['roc_auc']:.4f}{cv_text}; aliases: "
-        f"{'champion' if reg['champion'] else 'challenger'} — {reg['reason']}"
+        f"{holdout['roc_auc']:.4f}{cv_text}; {reg['status']} — {reg['reason']}"
     )
 
 
@@ -115,7 +117,11 @@ def _stage(
     settings, console = load_settings(), make_console()
     configure_logging(settings, console)
     wd = Workdir(workdir) if workdir else default_workdir(settings)
-    run_stage(name, wd, load_params(params), settings, data, load_spec(spec) if spec else None)
+    plan = wd.root / "plan.json"  # a lifecycle cycle's (the Airflow DAG runs the stages one by one)
+    trigger = json.loads(plan.read_text())["trigger"] if plan.is_file() else "pipeline"
+    run_stage(
+        name, wd, load_params(params), settings, data, load_spec(spec) if spec else None, trigger=trigger
+    )
 
 
 @app.command("ingest")

@@ -23,10 +23,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from churnops.core.stats import DEFAULT_RESAMPLES
 from churnops.errors import ConfigError
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+# core.stats.DEFAULT_RESAMPLES (a test keeps them equal): not imported, so that core.params can mount
+# the policy without loading scipy.
+DEFAULT_RESAMPLES = 2000
 
 
 class DiscriminationGate(BaseModel):
@@ -41,7 +43,7 @@ class DiscriminationGate(BaseModel):
 
 
 class CalibrationGate(BaseModel):
-    """Expected calibration error at most `max_ece`."""
+    """Expected calibration error beyond what chance gives on the evaluation rows, at most `max_ece`."""
 
     model_config = _FROZEN
     max_ece: float = Field(0.05, ge=0, le=1)

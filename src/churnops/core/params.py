@@ -1,5 +1,6 @@
 """Pipeline parameters (params.yaml): split, validation, features, candidates and their search,
-evaluation, business, the online store's expiry, the ledger, and monitoring."""
+evaluation, business, the online store's expiry, the ledger, monitoring, the promotion gates and the
+lifecycle loop."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from churnops.core.gate_policy import GatesPolicy, parse_gates
+from churnops.core.lifecycle_params import LifecycleParams
 from churnops.core.monitoring_params import MonitoringParams
 from churnops.errors import ConfigError
 
@@ -355,6 +358,14 @@ class Params(BaseModel):
     online_store: OnlineStoreParams = Field(default_factory=OnlineStoreParams)
     ledger: LedgerParams = Field(default_factory=LedgerParams)
     monitoring: MonitoringParams = Field(default_factory=MonitoringParams)
+    gates: GatesPolicy = Field(default_factory=GatesPolicy)
+    lifecycle: LifecycleParams = Field(default_factory=LifecycleParams)
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gates(cls, value: Any) -> Any:
+        # The YAML shorthands (`calibration: false`, `approval: true`) and errors that name the gate.
+        return value if isinstance(value, GatesPolicy) else parse_gates(value)
 
 
 def parse_params(text: str, source: str = "params.yaml") -> Params:
@@ -370,4 +381,5 @@ def parse_params(text: str, source: str = "params.yaml") -> Params:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {where}: {first['msg']}") from err
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {where}: {message}") from err

@@ -24,6 +24,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROFILE_TAG = "churnops.reference_profile"  # version tag: the fingerprint of its reference profile
 PROFILE_ARTIFACT = "monitoring/reference_profile.json"
+STATUS_TAG = "churnops.status"  # candidate | champion | pending_approval | rejected | retired
 LISTED_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall")
 # Dependencies of the pyfunc model, listed so MLflow does not spend 8-17 s inferring them.
 PIP_REQUIREMENTS = ["numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "pyarrow", "churnops"]
@@ -37,6 +38,16 @@ def _signature(columns: list[str]) -> Any:
 
     inputs = Schema([ColSpec(AnyType(), name, required=False) for name in columns])  # type: ignore[no-untyped-call]
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "churn_probability")]))
+
+
+def version_status(stored: str | None, aliases: Sequence[str]) -> str:
+    """The champion is `champion` whatever its tag says; a former champion is `retired`; else the tag
+    the promotion path left (`pending_approval`, `rejected`, `candidate`)."""
+    if CHAMPION in aliases:
+        return CHAMPION
+    if stored == CHAMPION:
+        return "retired"
+    return stored or "candidate"
 
 
 def choose_model_name(names: Sequence[str], requested: str | None) -> str:
@@ -283,7 +294,10 @@ class MlflowRegistry:
                 "rows": int(tags["dataset.rows"]) if "dataset.rows" in tags else None,
             },
             "run_id": mv.run_id,
+            "status": version_status(tags.get(STATUS_TAG), aliases),
         }
+
+    # -- per-version tags and files (gate evidence, training-set membership) -------------------
 
     def version_tags(self, model_name: str, version: str) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
@@ -320,6 +334,30 @@ class MlflowRegistry:
                 run_id=run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
             )
             return dict(json.loads(Path(local).read_text()))
+
+    def set_version_tags(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, version, key, str(value)[:5000])
+
+    def log_version_file(self, model_name: str, version: str, path: Path, artifact_dir: str) -> None:
+        """Keep a file in the run that produced a version (MLflow keeps version artifacts per run)."""
+        run_id = self.client.get_model_version(model_name, version).run_id
+        if not run_id:
+            raise RegistryError(f"{model_name} v{version} has no run to keep {path.name} in")
+        self.client.log_artifact(run_id, str(path), artifact_dir)
+
+    def version_file(self, model_name: str, version: str, artifact_path: str, dst: Path) -> Path | None:
+        """Download a file `log_version_file` kept (None when the version has none)."""
+        run_id = self.client.get_model_version(model_name, version).run_id
+        if not run_id:
+            return None
+        parent, _, name = artifact_path.rpartition("/")
+        if name not in {Path(f.path).name for f in self.client.list_artifacts(run_id, parent or None)}:
+            return None
+        local = self.mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst), tracking_uri=self.tracking_uri
+        )
+        return Path(local)
 
     def _artifact_location(self, model_name: str, version: str) -> str:
         """Where a version's files live, resolved with this client (never the process-wide URIs)."""

@@ -14,6 +14,8 @@ and evolves it, and a test keeps the migrations and this module equal.
 - Monitoring: `monitor_profiles` (reference profiles by fingerprint), `monitor_drift` (drift
   bin counts per worker, slot and flush interval), `monitor_usage` (measured CPU and memory
   per worker and interval), `monitor_reports` (what `monitor run` computed, for history).
+- Lifecycle: `lifecycle_state` (the loop's small state: the bake under way, the data already
+  trained on, the last cycle); every alias move itself is a ledger event.
 
 Times in the ledger-side tables are integer microseconds since the epoch (UTC): exact in
 both databases and in the hash chain.
@@ -103,6 +105,7 @@ ledger_records = sa.Table(
     sa.UniqueConstraint("writer_id", "seq", name="uq_ledger_records_writer_seq"),
     sa.Index("ix_ledger_records_at", "at_us"),
     sa.Index("ix_ledger_records_subject", "subject", "at_us"),
+    sa.Index("ix_ledger_records_action", "action", "at_us"),  # events by kind: model history
 )
 
 ledger_checkpoints = sa.Table(
@@ -249,6 +252,14 @@ experiment_history = sa.Table(
     sa.Column("principal", sa.String(128), nullable=True),
     sa.Column("details", sa.Text, nullable=True),
     sa.Index("ix_experiment_history_name", "name", "revision"),
+)
+
+lifecycle_state = sa.Table(
+    "lifecycle_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # bake | watermark | last_cycle | ...
+    sa.Column("value", sa.Text, nullable=False),  # JSON: versions, times, file names; never PII
+    sa.Column("updated_at_us", sa.BigInteger, nullable=False),
 )
 
 # Tables the service may only append to (PostgreSQL and SQLite triggers refuse UPDATE/DELETE).

@@ -153,19 +153,22 @@ def promote(ctx: Experiments, name: str, arm: str, principal: str | None) -> dic
         names = ", ".join(a.name for a in definition.arms)
         raise NotFound(f"experiment {name!r} has no arm {arm!r} (arms: {names})")
     model = chosen.model or ctx.model_name
+    # The winner goes through the promotion path (gates, its own event); only a move ends the experiment.
+    move = promote_version(
+        ctx.settings, chosen.version, model, principal=principal, trigger=f"experiment:{name}:{arm}"
+    )
     event_id, revision = ctx.events.append(
         "experiments.promote",
-        {"experiment": name, "arm": arm, "version": chosen.version},
+        {"experiment": name, "arm": arm, "version": chosen.version, "alias_event": move.event_id},
         principal,
         then=lambda conn: ctx.store.update(conn, current, "promote", principal, status=PROMOTED, winner=arm),
     )
-    _, previous = promote_version(ctx.settings, chosen.version, model)
     return {
         "name": name,
         "arm": arm,
         "model": model,
         "version": chosen.version,
-        "previous_champion": previous,
+        "previous_champion": move.previous,
         "revision": revision,
         "event_id": event_id,
     }

@@ -26,7 +26,20 @@ StageHook = Callable[[str, str], None]  # (stage, event) with event in {"start",
 
 
 def default_workdir(settings: Settings) -> Workdir:
+    """Where the DVC stages hand files to each other (one fixed directory)."""
     return Workdir(settings.home / "pipeline")
+
+
+def run_workdir(settings: Settings, kind: str = "pipeline") -> Workdir:
+    """A working directory of its own for one run (`$CHURNOPS_HOME/runs/<kind>-<time>-<random>`):
+    two runs never overwrite each other, and a registered version's evaluation rows stay with it."""
+    import secrets
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    root = settings.ensure_home() / "runs" / f"{kind}-{stamp}-{secrets.token_hex(3)}"
+    root.mkdir(parents=True)
+    return Workdir(root)
 
 
 @contextmanager
@@ -71,8 +84,12 @@ def run_stage(
     data: Path | None = None,
     spec: DatasetSpec | None = None,
     hook: StageHook | None = None,
+    *,
+    trigger: str = "pipeline",
+    principal: str | None = None,
 ) -> Any:
-    """Run one stage (the unit DVC calls); inputs come from the workdir."""
+    """Run one stage (the unit DVC calls); inputs come from the workdir. `trigger` and `principal`
+    are recorded with the registration's lifecycle event."""
     from churnops.jobs import evaluate, featurize, ingest, register, train, validate
 
     if stage == "ingest":
@@ -91,7 +108,9 @@ def run_stage(
     if stage == "evaluate":
         return evaluate.evaluate(workdir, params)
     if stage == "register":
-        return register.register(workdir, params, settings, registry_for(settings))
+        return register.register(
+            workdir, params, settings, registry_for(settings), trigger=trigger, principal=principal
+        )
     raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}")
 
 
@@ -102,6 +121,9 @@ def run_pipeline(
     settings: Settings,
     workdir: Workdir,
     hook: StageHook | None = None,
+    *,
+    trigger: str = "pipeline",
+    principal: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage in order; the first failure stops everything downstream."""
     results: dict[str, Any] = {}
@@ -109,7 +131,9 @@ def run_pipeline(
         started = time.perf_counter()
         if hook:
             hook(stage, "start")
-        results[stage] = run_stage(stage, workdir, params, settings, data, spec, hook)
+        results[stage] = run_stage(
+            stage, workdir, params, settings, data, spec, hook, trigger=trigger, principal=principal
+        )
         logger.info("stage %s done in %.1f s", stage, time.perf_counter() - started)
         if hook:
             hook(stage, "done")

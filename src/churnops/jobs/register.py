@@ -1,31 +1,25 @@
-"""Register: one MLflow run per candidate, the chosen one as a pyfunc model version, then aliases."""
+"""Register: one MLflow run per candidate, the chosen one as a pyfunc model version, then the promotion
+path (gates against the champion, aliases, the lifecycle event)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import pickle
 from typing import Any
 
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from churnops.core.examples import synthetic_rows
 from churnops.core.model_card import ModelCardData, render_model_card
 from churnops.core.params import Params
-from churnops.core.promotion import decide_aliases
-from churnops.core.schema import target_labels
 from churnops.core.spec import DatasetSpec
-from churnops.core.split import HOLDOUT
-from churnops.errors import ChurnopsError
 from churnops.io.pyfunc_model import load_bundle
 from churnops.io.registry import CHALLENGER, CHAMPION, MlflowRegistry
-from churnops.jobs.featurize import load_split
 from churnops.jobs.lineage import lineage_tags
 from churnops.jobs.score import cache_compiled
 from churnops.jobs.train import load_training, load_trials
-from churnops.jobs.validate import save_reference
+from churnops.jobs.version_files import record_registration
 from churnops.jobs.workdir import Workdir, read_json, write_json
 from churnops.settings import Settings
 
@@ -33,9 +27,18 @@ logger = logging.getLogger(__name__)
 
 
 def register(
-    workdir: Workdir, params: Params, settings: Settings, registry: MlflowRegistry
+    workdir: Workdir,
+    params: Params,
+    settings: Settings,
+    registry: MlflowRegistry,
+    *,
+    trigger: str = "pipeline",
+    principal: str | None = None,
 ) -> dict[str, Any]:
-    """Log candidate runs, register the chosen model, set aliases; write `registration.json`."""
+    """Log candidate runs, register the chosen model, run the promotion path; write `registration.json`."""
+    from churnops.jobs.privacy import cli_principal
+    from churnops.jobs.promote import open_lifecycle, promote
+
     meta, training = workdir.read_meta(), load_training(workdir)
     report = read_json(workdir.require(workdir.metrics, "evaluate"))
     spec = workdir.read_spec()
@@ -59,23 +62,31 @@ def register(
                 if name == chosen:
                     version = _log_chosen(workdir, registry, run_id, model_name, tags, report, training)
     cache_compiled(settings, registry, model_name, version, load_bundle(workdir.bundle))
-    champion_auc, champion_version = _champion_score(workdir, registry, model_name, version)
-    new_auc = report["candidates"][chosen]["holdout"]["roc_auc"]
-    decision = decide_aliases(new_auc, champion_auc, champion_version)
-    _apply(registry, model_name, version, decision.champion, decision.challenger)
-    if decision.champion:
-        save_reference(settings.home, spec, workdir.read_snapshot(), params.features.min_pii_category_count)
+    with open_lifecycle(settings, params, registry) as lc:
+        record_registration(registry, model_name, version, workdir, params, lc.keys.pseudonym_key)
+        move = promote(
+            lc,
+            version,
+            action="register",
+            trigger=trigger,
+            principal=principal or cli_principal(),
+            model=model_name,
+            workdir=workdir,
+        )
     result = {
         "model_name": model_name,
         "version": version,
-        "champion": decision.champion,
-        "challenger": decision.challenger,
-        "reason": decision.reason,
-        "previous_champion": champion_version,
+        "champion": registry.alias_version(model_name, CHAMPION) == version,
+        "challenger": registry.alias_version(model_name, CHALLENGER) == version,
+        "status": move.outcome,
+        "reason": move.reason,
+        "previous_champion": move.previous,
+        "gates": (move.gates or {}).get("status"),
+        "event_id": move.event_id,
         "model_uri": f"models:/{model_name}/{version}",
     }
     write_json(workdir.registration, result)
-    logger.info("registered %s v%s: %s", model_name, version, decision.reason)
+    logger.info("registered %s v%s: %s", model_name, version, move.reason)
     return result
 
 
@@ -197,30 +208,3 @@ def _input_example(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         if pd.api.types.is_integer_dtype(example[column]):
             example[column] = example[column].astype("float64")
     return example
-
-
-def _champion_score(
-    workdir: Workdir, registry: MlflowRegistry, model_name: str, new_version: str
-) -> tuple[float | None, str | None]:
-    """The current champion's ROC AUC on this run's holdout (None when it cannot score it)."""
-    champion = registry.alias_version(model_name, CHAMPION)
-    if champion is None or champion == new_version:
-        return None, champion
-    spec, frame = workdir.read_spec(), workdir.read_training_frame()
-    holdout = frame[load_split(workdir).to_numpy() == HOLDOUT]
-    try:
-        bundle = registry.load_bundle(model_name, champion)
-        proba = bundle.predict_proba(holdout)
-    except (ChurnopsError, KeyError, ValueError) as err:
-        logger.warning("champion v%s cannot score this holdout: %s", champion, err)
-        return math.nan, champion
-    return float(roc_auc_score(target_labels(holdout, spec), proba)), champion
-
-
-def _apply(registry: MlflowRegistry, model_name: str, version: str, champion: bool, challenger: bool) -> None:
-    if champion:
-        registry.set_alias(model_name, CHAMPION, version)
-        if registry.alias_version(model_name, CHALLENGER) == version:
-            registry.delete_alias(model_name, CHALLENGER)
-    elif challenger:
-        registry.set_alias(model_name, CHALLENGER, version)

@@ -1,7 +1,8 @@
 """What each topic of the change feed does to this worker's state.
 
 Topics: `privacy` (a customer was erased: drop every in-process copy of their data);
-more (`keys`, `experiments`, `aliases`) register here as they arrive.
+`aliases` (the promotion path moved an alias: poll the registry now instead of within the
+poll interval); more (`keys`, `experiments`) register here as they arrive.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 PRIVACY = "privacy"
 EXPERIMENTS = "experiments"
 SECOND_PASS_S = 1.0
+ALIASES = "aliases"
 
 
 def follow_changes(state: ServiceState, follower: ChangeFollower) -> None:
@@ -33,7 +35,14 @@ def follow_changes(state: ServiceState, follower: ChangeFollower) -> None:
                 SECOND_PASS_S, lambda: asyncio.ensure_future(forget_subject(state, subject))
             )
 
+    async def on_aliases(payload: dict[str, Any]) -> None:
+        from churnops.serving.reload import poll_once
+
+        if payload.get("model") in (None, state.model_name):
+            await poll_once(state)
+
     follower.on(PRIVACY, on_privacy)
+    follower.on(ALIASES, on_aliases)
 
     async def on_experiment(payload: dict[str, Any]) -> None:
         await refresh_experiment(state)

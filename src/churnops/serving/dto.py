@@ -83,12 +83,57 @@ class ModelsResponse(BaseModel):
     model_name: str
     champion: str | None
     challenger: str | None
+    pending_approval: list[str] = Field(
+        default_factory=list, description="Versions that passed their gates and wait for an approval."
+    )
     variants: list[str]
     slots: list[SlotModel]
     experiment: dict[str, object] | None = Field(
         None, description="The running experiment: arms and shadows with their pinned versions."
     )
     online_store: dict[str, object]
+
+
+class ModelEvent(BaseModel):
+    """One alias move or gate decision of the promotion path."""
+
+    event_id: str
+    at: str
+    action: str = Field(description="models.register | promote | approve | rollback | reject | pending")
+    principal: str | None
+    model: str | None
+    from_: str | None = Field(None, alias="from", description="The champion before.")
+    to: str | None
+    outcome: str | None = Field(description="champion | pending_approval | rejected")
+    trigger: str | None
+    reason: str | None
+    override: dict[str, object] | None = None
+    gates: dict[str, object] | None = Field(None, description="The verdicts it rested on (the evidence).")
+
+
+class ModelHistoryResponse(BaseModel):
+    model_name: str
+    events: list[ModelEvent]
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str | None = Field(
+        None, pattern=r"^[0-9]{1,12}$", description="A former champion (default: the replaced one)."
+    )
+    reason: str | None = Field(None, max_length=500)
+
+
+class MoveResponse(BaseModel):
+    action: str
+    model: str
+    version: str
+    from_: str | None = Field(None, alias="from")
+    outcome: str
+    moved: bool
+    reason: str
+    event_id: str | None
+    override: dict[str, object] | None = None
 
 
 _ONE_TARGET: list[JsonValue] = [

@@ -1,0 +1,134 @@
+"""params.yaml `lifecycle:`: what starts a cycle, what it retrains on, and the bake after a promotion.
+
+    lifecycle:
+      schedule: null            # e.g. 1d: retrain at least this often, whatever else happens
+      min_interval: 1h          # drift, decay and the schedule retrain at most this often
+      drift: {enabled: true, window: 1h, min_predictions: 1000}
+      performance: {enabled: true, window: 30d, min_labels: 200, min_predictions: 1000, max_auc_drop: 0.05}
+      new_data: {glob: null, table: null, watermark_column: null}
+      retrain: {source: auto, ledger_window: 90d, min_rows: 1000}
+      bake: {duration: 1h, min_predictions: 200, max_error_rate: 0.01, max_latency_p95_ms: 100,
+             max_prediction_psi: 0.25, max_auc_drop: 0.05, min_labels: 200}
+      service_url: null         # the service whose /metrics the bake reads [default: CHURNOPS_HOST:PORT]
+
+Durations are `<n><unit>` with unit s, m, h, d or w (`30s`, `5m`, `1h`, `1d`, `2w`); a bad one is
+refused naming its field. What each part means is in jobs.lifecycle.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from churnops.errors import InvalidRequest
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+
+
+def parse_duration(text: str, field: str = "duration") -> float:
+    """Seconds in '30s', '5m', '1h', '1d', '2w' (decimals allowed: '1.5h'); InvalidRequest otherwise."""
+    try:
+        return seconds(text)
+    except ValueError as err:
+        raise InvalidRequest(f"{field}: {err}", field) from err
+
+
+def seconds(value: str) -> float:
+    """Seconds in a duration; ValueError (the message names the value) when it is not one."""
+    match = _DURATION.match(str(value).strip().lower())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration; use a number and a unit: 30s, 5m, 1h, 1d or 2w")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _positive(value: str) -> str:
+    if seconds(value) <= 0:
+        raise ValueError(f"{value!r} must be longer than 0")
+    return value
+
+
+def _not_negative(value: str) -> str:
+    seconds(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_positive)]  # longer than 0
+MaybeZero = Annotated[str, AfterValidator(_not_negative)]  # 0s allowed
+
+
+class DriftTrigger(BaseModel):
+    """Retrain when the champion's served traffic drifts from its reference profile (an alert)."""
+
+    model_config = _FROZEN
+    enabled: bool = True
+    window: Duration = "1h"
+    min_predictions: int = Field(1000, ge=1)  # fewer in the window: not judged
+
+
+class PerformanceTrigger(BaseModel):
+    """Retrain when the champion's AUC decays: realised once `min_labels` labels are in, else estimated
+    from its probabilities; decayed means below its evaluation AUC by more than `max_auc_drop`."""
+
+    model_config = _FROZEN
+    enabled: bool = True
+    window: Duration = "30d"
+    min_labels: int = Field(200, ge=1)
+    min_predictions: int = Field(1000, ge=1)
+    max_auc_drop: float = Field(0.05, ge=0, le=0.5)
+
+
+class NewDataTrigger(BaseModel):
+    """New labelled data: files matching `glob` not seen before, or rows of a SQL `table` past the
+    watermark (the largest `watermark_column` value already trained on)."""
+
+    model_config = _FROZEN
+    glob: str | None = None
+    table: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    watermark_column: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+    @model_validator(mode="after")
+    def _table_needs_watermark(self) -> NewDataTrigger:
+        if self.table is not None and self.watermark_column is None:
+            raise ValueError("lifecycle.new_data.table needs watermark_column")
+        return self
+
+
+class RetrainParams(BaseModel):
+    """What a cycle trains on: `new_data` (the file or table that triggered it), `ledger` (labelled
+    predictions joined point in time to the offline store), or `auto` (new data, else the ledger)."""
+
+    model_config = _FROZEN
+    source: Literal["auto", "new_data", "ledger"] = "auto"
+    ledger_window: Duration = "90d"
+    min_rows: int = Field(1000, ge=50)
+
+
+class BakeParams(BaseModel):
+    """After a promotion, watch the new champion this long; a breach rolls back to the one it replaced."""
+
+    model_config = _FROZEN
+    duration: MaybeZero = "1h"  # 0s: no bake
+    min_predictions: int = Field(200, ge=1)  # the bake ends only after this many predictions
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_latency_p95_ms: float = Field(100.0, gt=0)
+    max_prediction_psi: float = Field(0.25, gt=0)
+    max_auc_drop: float = Field(0.05, ge=0, le=0.5)  # vs the replaced champion (estimated or realised)
+    min_labels: int = Field(200, ge=1)  # labels needed before the realised AUC is judged
+
+
+class LifecycleParams(BaseModel):
+    """Everything under params.yaml `lifecycle:`."""
+
+    model_config = _FROZEN
+    schedule: Duration | None = None
+    min_interval: MaybeZero = "1h"
+    drift: DriftTrigger = Field(default_factory=DriftTrigger)
+    performance: PerformanceTrigger = Field(default_factory=PerformanceTrigger)
+    new_data: NewDataTrigger = Field(default_factory=NewDataTrigger)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
+    bake: BakeParams = Field(default_factory=BakeParams)
+    service_url: str | None = Field(None, pattern=r"^https?://")
