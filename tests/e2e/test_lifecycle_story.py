@@ -27,6 +27,7 @@ from churnops.core.bundle import ModelBundle
 from churnops.io.datasets import load_spec, write_table
 from churnops.io.registry import MlflowRegistry
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.lifecycle_helpers import cli, customers, history, train, write_params
 from tests.pg import throwaway_database
 from tests.servers import RedisServer, start_churnops, stop_churnops
@@ -43,6 +44,7 @@ class Load:
 
     url: str
     requests: list[dict]
+    headers: dict[str, str]
     results: list[tuple[int, int, str | None, float | None]] = field(
         default_factory=list
     )  # (row, status, v, p)
@@ -56,7 +58,7 @@ class Load:
             thread.start()
 
     def _client(self, worker: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as http:
+        with httpx.Client(base_url=self.url, timeout=30, headers=self.headers) as http:
             i = worker
             while not self.stop.is_set():
                 row = i % len(self.requests)
@@ -135,6 +137,7 @@ def test_the_lifecycle_story(tmp_path: Path, stores: dict[str, str]) -> None:
             "bake": {"duration": "5s", "min_predictions": 100, "max_latency_p95_ms": 1000},
         },
     )
+    headers = all_scopes(settings)  # the service runs with access control on, as in production
     server = start_churnops(home, tmp_path / "serve.log", workers=2, env=stores)
     env = {**stores, "CHURNOPS_PORT": server.url.rsplit(":", 1)[1]}
     spec = load_spec("synthetic")
@@ -146,7 +149,7 @@ def test_the_lifecycle_story(tmp_path: Path, stores: dict[str, str]) -> None:
         }
         for row in traffic.to_dict(orient="records")
     ]
-    load = Load(server.url, requests)
+    load = Load(server.url, requests, headers)
     load.start()
     try:
         timings["setup"] = time.monotonic() - started
@@ -188,7 +191,9 @@ def test_the_lifecycle_story(tmp_path: Path, stores: dict[str, str]) -> None:
 
         wait_for(rolled_back, 120, "the bake rolled v3 back")
         wait_for(
-            lambda: httpx.get(f"{server.url}/v1/models").json()["champion"] == "2", 5, "serving back on v2"
+            lambda: httpx.get(f"{server.url}/v1/models", headers=headers).json()["champion"] == "2",
+            5,
+            "serving back on v2",
         )
         timings["forced -> rolled back"] = time.monotonic() - mark
         served_again = load.count("2")

@@ -29,6 +29,7 @@ from churnops.jobs.promote import open_lifecycle
 from churnops.jobs.retrain_data import ledger_training_data
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import all_scopes
 from tests.conftest import make_settings
 from tests.lifecycle_helpers import cli, customers, history, quick_params, train, write_params
 from tests.pg import throwaway_database
@@ -109,7 +110,7 @@ def test_ledger_training_data_is_point_in_time_and_leaves_opted_out_customers_ou
     train(settings, frame, tmp_path, "v1")
     ids = frame["customer_id"].head(60).tolist()
     served = Settings(churnops_home=settings.home, CHURNOPS_AUDIT_DURABILITY="sync")  # labels follow at once
-    with TestClient(serving_app(served)) as client:
+    with TestClient(serving_app(served), headers=all_scopes(served)) as client:
         predictions = [client.post("/v1/predict", json={"customer_id": c}).json() for c in ids]
         labels = [
             {"prediction_id": p["prediction_id"], "churned": i % 3 == 0} for i, p in enumerate(predictions)

@@ -22,6 +22,7 @@ from churnops.jobs.version_files import load_gates, membership
 from churnops.jobs.workdir import Workdir
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
+from tests.access_helpers import make_key
 from tests.conftest import make_settings
 from tests.lifecycle_helpers import cli, customers, history, quick_params, train
 
@@ -208,10 +209,15 @@ def test_approval_over_http_then_rollback(tmp_path: Path) -> None:
     assert listed["2"] == "pending_approval"
 
     ids = pd.read_csv(tmp_path / "v1.csv")["customer_id"].head(3).tolist()
-    with TestClient(
-        serving_app(Settings(churnops_home=settings.home, CHURNOPS_RELOAD_POLL_SECONDS=30))
-    ) as client:
+    served = Settings(churnops_home=settings.home, CHURNOPS_RELOAD_POLL_SECONDS=30)
+    admin = make_key(served, "predict,admin", rate_limit="1000000/minute")
+    reader = make_key(served, "predict", rate_limit="1000000/minute")
+    with TestClient(serving_app(served), headers={"X-API-Key": admin.key}) as client:
         assert client.get("/v1/models").json()["pending_approval"] == ["2"]
+        # Alias moves need the admin scope; the history is readable with predict.
+        for path in ("/v1/models/2/approve", "/v1/models/rollback"):
+            assert client.post(path, headers={"X-API-Key": reader.key}).status_code == 403
+        assert client.get("/v1/models/history", headers={"X-API-Key": reader.key}).status_code == 200
         approved = client.post("/v1/models/2/approve")
         assert approved.status_code == 200, approved.text
         assert approved.json()["outcome"] == "champion"
@@ -244,4 +250,6 @@ def test_approval_over_http_then_rollback(tmp_path: Path) -> None:
         ("models.pending", "1", "2"),
     ]
     assert "approved too early" in events[0]["reason"]
+    assert events[0]["principal"] == f"key:{admin.record.key_id}"  # who rolled back, and who approved
+    assert events[1]["principal"] == f"key:{admin.record.key_id}"
     assert events[1]["gates"]["status"] == "pending_approval"

@@ -181,7 +181,10 @@ def open_vectors(lc: Lifecycle, rows: list[dict[str, Any]]) -> tuple[pd.DataFram
 
 
 def scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:  # noqa: S310 (http only)
+    if not url.startswith(("http://", "https://")):
+        raise OSError(f"not an http(s) URL: {url!r}")
+    # The scheme is checked just above (lifecycle.service_url is validated as http(s) too).
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:  # noqa: S310  # nosec B310
         return str(response.read().decode())
 
 
