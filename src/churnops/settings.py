@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     audit: Literal["on", "off"] = Field("on", alias="CHURNOPS_AUDIT")  # off: benchmarks, never production
     audit_durability: Literal["async", "sync"] = Field("async", alias="CHURNOPS_AUDIT_DURABILITY")
     audit_queue_size: int = Field(100_000, ge=100, alias="CHURNOPS_AUDIT_QUEUE_SIZE")
-    audit_flush_ms: int = Field(25, ge=1, le=100, alias="CHURNOPS_AUDIT_FLUSH_MS")
+    audit_flush_ms: int = Field(40, ge=1, le=100, alias="CHURNOPS_AUDIT_FLUSH_MS")
     audit_checkpoint_seconds: float = Field(5.0, gt=0, le=10, alias="CHURNOPS_AUDIT_CHECKPOINT_SECONDS")
 
     # -- monitoring -------------------------------------------------------------------------

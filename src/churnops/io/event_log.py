@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,6 +38,7 @@ class EventLog:
         self.store = store
         self.checkpoint_key = keys.checkpoint_key
         self.ids = RecordIds()
+        self._lock = threading.Lock()
         chain = Chain(new_writer_id("e"))
         self.sealer = Sealer(chain, keys.pseudonym_key, keys.feature_key, keys.wrapping_key, epoch_days)
 
@@ -54,18 +56,19 @@ class EventLog:
         then: SqlAction | None = None,
     ) -> tuple[str, Any]:
         """Record `action` and run `then(conn)` in the same transaction; returns (event id, then's result)."""
-        chain = self.sealer.chain
-        seq, head = chain.seq, chain.head
-        row = self.sealer.event_row(self.ids.next(), action, details, principal, subject, request_id)
-        checkpoint = sign_checkpoint(self.checkpoint_key, chain.writer_id, chain.seq, chain.head, row[4])
-        try:
-            with self.store.store.ready().begin() as conn:
-                conn.execute(ledger_records.insert(), [dict(zip(FIELDS, row, strict=True))])
-                conn.execute(ledger_checkpoints.insert(), [checkpoint.as_row()])
-                result = then(conn) if then is not None else None
-        except BaseException:
-            chain.seq, chain.head = seq, head  # nothing was stored: the chain stays where it was
-            raise
+        with self._lock:  # one event at a time per chain: concurrent admin calls never share a seq
+            chain = self.sealer.chain
+            seq, head = chain.seq, chain.head
+            row = self.sealer.event_row(self.ids.next(), action, details, principal, subject, request_id)
+            checkpoint = sign_checkpoint(self.checkpoint_key, chain.writer_id, chain.seq, chain.head, row[4])
+            try:
+                with self.store.store.ready().begin() as conn:
+                    conn.execute(ledger_records.insert(), [dict(zip(FIELDS, row, strict=True))])
+                    conn.execute(ledger_checkpoints.insert(), [checkpoint.as_row()])
+                    result = then(conn) if then is not None else None
+            except BaseException:
+                chain.seq, chain.head = seq, head  # nothing was stored: the chain stays where it was
+                raise
         return str(row[0]), result
 
 

@@ -61,7 +61,7 @@ class LedgerWriter:
         *,
         sync: bool = False,
         queue_size: int = 100_000,
-        flush_s: float = 0.025,
+        flush_s: float = 0.04,
         checkpoint_s: float = 5.0,
         database_down: tuple[type[BaseException], ...] = (Exception,),
     ) -> None:
@@ -83,6 +83,7 @@ class LedgerWriter:
         self._checkpointed_at = time.monotonic()
         self._wake: asyncio.Event | None = None
         self._orphans_checked_at = 0.0
+        self._spooled = spool.pending()  # a spool file left with frames (same writer id: never)
 
     @property
     def writer_id(self) -> str:
@@ -196,6 +197,7 @@ class LedgerWriter:
             while self.pending:
                 batch = self.pending[0]
                 self.spool.append(batch)
+                self._spooled = True
                 self._done(batch, "spooled")
         except OSError as err:
             self.counters.last_error = f"spool: {err}"
@@ -214,13 +216,14 @@ class LedgerWriter:
         self.counters.outcomes[outcome] += len(batch.records)
 
     def _replay_spool(self) -> None:
-        if not self.spool.pending():
+        if not self._spooled:  # no fstat per batch: this writer knows when it spooled
             return
         replayed = 0
         for batch in self.spool.batches():
             self.store.append(batch.records, batch.keys, batch.checkpoints, idempotent=True)
             replayed += len(batch.records)
         self.spool.clear()
+        self._spooled = False
         self.counters.outcomes["replayed"] += replayed
         logger.info("ledger spool replayed: %d records", replayed)
 
