@@ -168,8 +168,8 @@ def test_background_renewal_keeps_fast_keys_off_the_store_and_exact() -> None:
     calls: list[int] = []
     original = buckets.take
 
-    async def counted(key: str, rate: Rate, want: int) -> gcra.Grant:
-        grant = await original(key, rate, want)
+    async def counted(key: str, rate: Rate, want: int, timeout_s: float | None = None) -> gcra.Grant:
+        grant = await original(key, rate, want, timeout_s)
         calls.append(grant.granted)
         return grant
 

@@ -60,7 +60,7 @@ BUCKET_PREFIX = "churnops:rl:"
 class SharedBuckets(Protocol):
     """Where the GCRA state lives: Redis (shared) or this process."""
 
-    async def take(self, key: str, rate: Rate, want: int) -> Grant: ...
+    async def take(self, key: str, rate: Rate, want: int, timeout_s: float | None = None) -> Grant: ...
 
     async def close(self) -> None: ...
 
@@ -82,7 +82,7 @@ class InProcessBuckets:
             self.tats[key] = grant.tat
         return grant
 
-    async def take(self, key: str, rate: Rate, want: int) -> Grant:
+    async def take(self, key: str, rate: Rate, want: int, timeout_s: float | None = None) -> Grant:
         return self.take_now(key, rate, want)
 
     async def close(self) -> None:
@@ -112,11 +112,12 @@ class RedisBuckets:
         self.client = aredis.Redis.from_pool(redis_pool(url, max_connections, connect_timeout_s=0.5))
         self.script = self.client.register_script(GCRA_LUA)
 
-    async def take(self, key: str, rate: Rate, want: int) -> Grant:
+    async def take(self, key: str, rate: Rate, want: int, timeout_s: float | None = None) -> Grant:
         keys = [BUCKET_PREFIX + key]
         args: list[str | int] = [repr(rate.interval * 1e6), rate.seconds * 1_000_000, want]
+        deadline = self.timeout_s if timeout_s is None else timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(deadline):
                 try:
                     reply = await self.script(keys=keys, args=args)
                 except ConnectionError:
@@ -124,9 +125,7 @@ class RedisBuckets:
                     # inside the same deadline (the script never ran on a dead connection).
                     reply = await self.script(keys=keys, args=args)
         except TimeoutError as err:
-            raise TimeoutError(
-                f"rate limiter: no reply from Redis within {self.timeout_s * 1e3:g} ms"
-            ) from err
+            raise TimeoutError(f"rate limiter: no reply from Redis within {deadline * 1e3:g} ms") from err
         granted, retry_us, remaining, reset_us = reply
         return Grant(int(granted), 0.0, int(retry_us) / 1e6, int(remaining), int(reset_us) / 1e6)
 
@@ -155,6 +154,9 @@ class Lease:
     retry_after: float = 0.0
     renew_below: int = -1  # with this few tokens left, fetch the next lease in the background
     renew_at: float = math.inf  # ...or from this time on (a large lease only: never a 1-token one)
+
+
+RENEWAL_DEADLINE_S = 0.05
 
 
 class RateLimiter:
@@ -208,7 +210,9 @@ class RateLimiter:
     async def _renewal(self, key: str, rate: Rate) -> None:
         try:
             async with self._lock(key):
-                grant, fallback = await self._take(key, rate)
+                # No request waits for a renewal: it may take longer than a request's deadline (a
+                # saturated event loop alone can delay a reply past 5 ms).
+                grant, fallback = await self._take(key, rate, RENEWAL_DEADLINE_S)
                 now = self.clock()
                 current = self.leases.get(key)
                 if not grant.granted:
@@ -268,10 +272,10 @@ class RateLimiter:
             self.decisions["fallback_allowed" if fallback else "allowed"] += 1
             return lease
 
-    async def _take(self, key: str, rate: Rate) -> tuple[Grant, bool]:
+    async def _take(self, key: str, rate: Rate, timeout_s: float | None = None) -> tuple[Grant, bool]:
         if self.breaker.allow():
             try:
-                grant = await self.shared.take(key, rate, lease_size(rate, self.lease_seconds))
+                grant = await self.shared.take(key, rate, lease_size(rate, self.lease_seconds), timeout_s)
             except self.failures as err:
                 self.breaker.record_failure()
                 self.errors += 1

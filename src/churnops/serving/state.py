@@ -147,7 +147,11 @@ class ServiceState:
         """Why this worker is not ready, if it is not (readiness reports them)."""
         found = [] if self.ready else ["the service is still starting"]
         if self.supervisor is not None:
-            found += [f"background task {name} keeps failing" for name in self.supervisor.unhealthy()]
+            health = self.supervisor.health
+            found += [
+                f"background task {name} keeps failing ({health[name].last_error})"
+                for name in self.supervisor.unhealthy()
+            ]
         if self.ledger is not None and not self.ledger.healthy():
             found.append(
                 "the prediction ledger cannot store records (database and spool failing, or queue full)"
