@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from churnops.core.ledger import ChainReport, verify_chain
+from churnops.core.ledger import FIELDS, ChainReport, verify_chain
 from churnops.errors import DataError
 from churnops.io.ledger_store import LedgerStore
 from churnops.io.secrets import Secrets, load_secrets
@@ -21,32 +21,9 @@ from churnops.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Exported as they are stored, minus what is encrypted or internal to the chain.
-EXPORT_FIELDS = (
-    "record_id",
-    "kind",
-    "at",
-    "request_id",
-    "subject",
-    "principal",
-    "model_name",
-    "model_version",
-    "variant",
-    "experiment",
-    "bucket",
-    "role",
-    "probability",
-    "decision",
-    "threshold",
-    "reasons",
-    "feature_source",
-    "feature_hash",
-    "action",
-    "details",
-    "writer_id",
-    "seq",
-    "record_hash",
-)
+# Exported as stored, with the time as ISO text, minus the ciphertext, its key period and the link.
+_NOT_EXPORTED = {"payload", "key_epoch", "prev_hash", "at_us"}
+EXPORT_FIELDS = ("at", *(name for name in FIELDS if name not in _NOT_EXPORTED))
 
 
 @dataclass(frozen=True)
