@@ -84,6 +84,9 @@ class LedgerWriter:
         self._wake: asyncio.Event | None = None
         self._orphans_checked_at = 0.0
         self._spooled = spool.pending()  # a spool file left with frames (same writer id: never)
+        # Set when a delivery ended with records neither stored nor spooled. Not `bool(pending)`:
+        # pending is briefly non-empty during every ordinary write, and readiness must not see that.
+        self._held = False
 
     @property
     def writer_id(self) -> str:
@@ -113,8 +116,8 @@ class LedgerWriter:
         return len(self.queue) + self.pending_records
 
     def healthy(self) -> bool:
-        """False when records can neither be stored nor spooled, or the queue is nearly full."""
-        return not self.pending and self.depth() < 0.9 * self.queue_size
+        """False when the last delivery could neither store nor spool, or the queue is nearly full."""
+        return not self._held and self.depth() < 0.9 * self.queue_size
 
     # -- the writer task -----------------------------------------------------------------
 
@@ -180,6 +183,12 @@ class LedgerWriter:
 
     def _deliver(self) -> None:
         """Database first (after replaying the spool), else the spool; what neither takes stays pending."""
+        try:
+            self._try_deliver()
+        finally:
+            self._held = bool(self.pending)
+
+    def _try_deliver(self) -> None:
         if self.breaker.allow():
             try:
                 self._replay_spool()

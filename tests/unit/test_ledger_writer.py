@@ -1,0 +1,71 @@
+"""The ledger writer's readiness: not ready only when records are truly held, never mid-write."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from churnops.core.ledger import Chain, RecordIds
+from churnops.core.ledger_rows import Prediction, Sealer
+from churnops.io.ledger_store import LedgerStore
+from churnops.io.spool import Spool
+from churnops.io.sql_store import SqlStore
+from churnops.serving.ledger_writer import LedgerWriter
+
+KEY = b"k" * 32
+
+
+class SlowStore(LedgerStore):
+    """A real SQLite ledger whose writes wait for the test to let them through."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(SqlStore(f"sqlite:///{path}"))
+        self.store.upgrade()
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.down = False
+
+    def append(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.entered.set()
+        self.release.wait(10)
+        if self.down:
+            raise ConnectionError("database gone")
+        super().append(*args, **kwargs)
+
+
+def _writer(tmp_path: Path) -> tuple[LedgerWriter, SlowStore]:
+    store = SlowStore(tmp_path / "ledger.db")
+    sealer = Sealer(Chain("w-test"), KEY, KEY, KEY, 7)
+    writer = LedgerWriter(store, Spool(tmp_path / "spool", "w-test"), sealer, KEY)
+    return writer, store
+
+
+def _prediction(ids: RecordIds) -> Prediction:
+    return Prediction(
+        ids.next(), 1, "r", "C-1", None, "m", "1", "champion", None, None, "served",
+        0.5, True, 0.3, [("contract", 0.2)], "online_store", {"contract": "Month-to-month"},
+    )  # fmt: skip
+
+
+def test_a_write_in_flight_is_not_unreadiness(tmp_path: Path) -> None:
+    """The CI flake: readiness asked while the worker thread was storing an ordinary batch."""
+    writer, store = _writer(tmp_path)
+    worker = threading.Thread(target=writer._persist, args=([_prediction(RecordIds())],))
+    worker.start()
+    assert store.entered.wait(5)
+    during = writer.healthy()
+    store.release.set()
+    worker.join(5)
+    assert during, "a batch being written made the writer report itself unable to store records"
+    assert writer.healthy()
+    assert writer.counters.outcomes["written"] == 1
+
+
+def test_records_neither_stored_nor_spooled_are_unreadiness(tmp_path: Path) -> None:
+    writer, store = _writer(tmp_path)
+    store.down = True
+    store.release.set()
+    os.close(writer.spool._fd)  # the spool file can no longer be written: a full or failed disk
+    writer._persist([_prediction(RecordIds())])
+    assert not writer.healthy()
+    assert str(writer.counters.last_error).startswith("spool:")
