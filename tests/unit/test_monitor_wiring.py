@@ -351,8 +351,46 @@ def test_hot_path_cost_of_drift_and_cost_accounting(profile: ReferenceProfile) -
         fold = min(fold, time.perf_counter() - started)
     per_request, per_fold = request / len(items) * 1e6, fold / len(items) * 1e6
     print(f"\nmonitoring: {per_request:.2f} us on the request + {per_fold:.2f} us folded, per prediction")
-    assert slot.drift.total == 5 * len(items)
-    assert per_request + per_fold < 50  # generous: a shared 2-core box; ~2.3 us when idle
+    assert slot.drift.total == 5 * len(items)  # speed is the bench's (bench_serve.py), not a test's
+
+
+@pytest.mark.unit
+def test_the_task_refreshes_gauges_at_its_own_cadence_not_on_every_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flushes every 10 ms, refreshes every 150 ms: in 0.5 s about 4 refreshes, the first with the
+    performance report. (Before the fix every flush refreshed, performance included: ~50 times.)"""
+    import asyncio
+
+    from churnops.serving import monitoring
+
+    refreshes: list[bool] = []
+    flushes: list[float] = []
+
+    async def flush(*_: Any) -> None:
+        flushes.append(time.monotonic())
+
+    monkeypatch.setattr(monitoring, "flush", flush)
+    monkeypatch.setattr(monitoring, "refresh_gauges", lambda _s, _st, _p, perf: refreshes.append(perf))
+    state = SimpleNamespace(
+        monitor=ServingMonitor("w1"),
+        settings=SimpleNamespace(monitor_flush_seconds=0.01, monitor_refresh_seconds=0.15),
+        slots=SimpleNamespace(all=list),
+        monitor_context=SimpleNamespace(stores=SimpleNamespace(monitor=None), params=None),
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(monitoring.run_monitoring(state, stop))  # type: ignore[arg-type]
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    assert len(flushes) > 15
+    assert 2 <= len(refreshes) <= 5, f"{len(refreshes)} refreshes for {len(flushes)} flushes"
+    assert refreshes[0] is True
+    assert not any(refreshes[1:])  # the performance report: one refresh in PERFORMANCE_EVERY
 
 
 @pytest.fixture

@@ -261,11 +261,11 @@ async def run_monitoring(state: ServiceState, stop: asyncio.Event) -> None:
             if time.monotonic() >= next_refresh:
                 performance = refreshes % PERFORMANCE_EVERY == 0
                 await asyncio.to_thread(refresh_gauges, state, stores, params, performance)
+                refreshes += 1
+                next_refresh = time.monotonic() + settings.monitor_refresh_seconds
             if time.monotonic() >= next_housekeeping:
                 await asyncio.to_thread(housekeep, stores, params)
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
-                refreshes += 1
-                next_refresh = time.monotonic() + settings.monitor_refresh_seconds
     finally:
         await flush(state, monitor, stores.monitor)  # a last flush: counts outlive the worker
 
