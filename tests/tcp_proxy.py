@@ -42,6 +42,8 @@ class TcpProxy:
     def stop(self) -> None:
         self.closed.set()
         self.cut()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below; close() alone does not
         self.listener.close()
         self.thread.join(timeout=5)
 
@@ -59,6 +61,7 @@ class TcpProxy:
             except OSError:
                 _reset(client)
                 continue
+            upstream.settimeout(None)  # the 2 s are for connecting: an idle database is not a cut one
             with self.lock:
                 self.sockets.update((client, upstream))
             for src, dst, late in ((client, upstream, False), (upstream, client, True)):
@@ -78,9 +81,14 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (linger 0): the peer sees the connection die, not a polite EOF."""
+    """Kill the connection for both peers: shutdown first, because a close() alone leaves the socket
+    alive while a pump thread is blocked in recv() on it (the peer would never know: a database
+    kept waiting mid-COPY holds its uncommitted rows, and a replay of the same ids waits on them);
+    then close with RST (linger 0)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 

@@ -20,6 +20,9 @@ from sqlalchemy.pool import QueuePool, StaticPool
 
 from churnops.errors import ConfigError
 
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4}
+SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4"
+
 
 @dataclass(frozen=True)
 class PoolLimits:
@@ -243,8 +246,14 @@ class PostgresBackend:
             args["application_name"] = "churnops"
         if "connect_timeout" not in url.query:
             args["connect_timeout"] = limits.connect_timeout_s
+        # Keepalives both ways: a partition (no RST, no FIN) must end a connection in ~30 s, not the
+        # kernel's 2 h. The client stops waiting on a dead server; the server ends a session whose
+        # client vanished mid-COPY, whose uncommitted rows a replay of the same ids would wait on.
+        args |= {name: value for name, value in KEEPALIVES.items() if name not in url.query}
         options = str(url.query.get("options", ""))
         if "statement_timeout" not in options:
             options = f"{options} -c statement_timeout={limits.statement_timeout_ms}".strip()
+        if "tcp_keepalives" not in options:
+            options = f"{options} {SERVER_KEEPALIVES}"
         args["options"] = options
         return args
