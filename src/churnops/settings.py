@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(None, alias="CHURNOPS_JWT_ISSUER")
     jwt_audience: str | None = Field(None, alias="CHURNOPS_JWT_AUDIENCE")
     docs: Literal["on", "off"] | None = Field(None, alias="CHURNOPS_DOCS")  # default: on outside production
-    metrics_port: int | None = Field(None, alias="CHURNOPS_METRICS_PORT")
+    # /metrics moves to a port of its own (the API port answers it 404)
+    metrics_port: int | None = Field(None, ge=1, le=65535, alias="CHURNOPS_METRICS_PORT")
     bandit_seconds: float = Field(300.0, gt=0, alias="CHURNOPS_BANDIT_SECONDS")  # bandit re-weighting
 
     # -- serving ----------------------------------------------------------------------

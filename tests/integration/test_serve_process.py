@@ -20,7 +20,7 @@ from churnops.io.registry import MlflowRegistry
 from churnops.jobs.evaluate import golden_requests
 from churnops.jobs.train import load_candidate, load_training
 from tests.conftest import PipelineRun
-from tests.servers import ChurnopsServer, start_churnops, stop_churnops
+from tests.servers import ChurnopsServer, free_port, start_churnops, stop_churnops
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,6 +50,9 @@ def versions(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory
     return made
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture
 def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[ChurnopsServer]:
     MlflowRegistry(pipeline_run.settings.tracking_uri, None).set_alias("churn-synthetic", "champion", "1")
@@ -57,7 +60,11 @@ def server(pipeline_run: PipelineRun, tmp_path: Path) -> Iterator[ChurnopsServer
         pipeline_run.settings.home,
         tmp_path / "serve.log",
         workers=2,
-        env={"CHURNOPS_RELOAD_POLL_SECONDS": "0.5", "CHURNOPS_AUTH": "off"},  # swaps and drain, not auth
+        env={
+            "CHURNOPS_RELOAD_POLL_SECONDS": "0.5",
+            "CHURNOPS_AUTH": "off",  # swaps and drain, not auth
+            "CHURNOPS_METRICS_PORT": str(METRICS_PORT),
+        },
     )
     yield started
     stop_churnops(started)
@@ -157,13 +164,22 @@ def wait_for_version(server: ChurnopsServer, version: str, timeout: float = 5.0)
     raise AssertionError(f"server still not on v{version} after {timeout} s")
 
 
-def test_metrics_sum_over_workers(server: ChurnopsServer, pipeline_run: PipelineRun) -> None:
+def test_metrics_sum_over_workers_on_their_own_port(
+    server: ChurnopsServer, pipeline_run: PipelineRun
+) -> None:
+    """CHURNOPS_METRICS_PORT: the sum of both workers there, and nothing on the API's port."""
     ids = list(pd.read_csv(pipeline_run.data)["customer_id"].head(100))
     with httpx.Client(base_url=server.url, timeout=10) as http:
         for cid in ids:
             assert http.post("/v1/predict", json={"customer_id": cid}).status_code == 200
         time.sleep(2.5)  # every worker publishes its counters once a second
-        text = http.get("/metrics").text
+        moved = http.get("/metrics")
+    assert moved.status_code == 404
+    assert f"port {METRICS_PORT}" in moved.json()["error"]["message"]
+    scrape = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10)
+    assert scrape.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert httpx.get(f"http://127.0.0.1:{METRICS_PORT}/v1/models", timeout=10).status_code == 404
+    text = scrape.text
     total = sum(
         float(line.split()[-1])
         for line in text.splitlines()

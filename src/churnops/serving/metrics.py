@@ -123,16 +123,27 @@ class ServiceMetrics:
         return "".join(_render(self.snapshots())).encode()
 
     def _other_snapshots(self) -> Iterator[dict[str, Any]]:
-        if self.metrics_dir is None or not self.metrics_dir.is_dir():
-            return
-        own = f"worker-{self.pid}.json"
-        for path in sorted(self.metrics_dir.glob("worker-*.json")):
-            if path.name == own:
-                continue
-            try:
-                yield json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # a worker mid-write: its next snapshot counts
+        if self.metrics_dir is not None:
+            yield from published_snapshots(self.metrics_dir, skip=f"worker-{self.pid}.json")
+
+
+def published_snapshots(metrics_dir: Path, skip: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every worker's last published snapshot (but `skip`'s)."""
+    if not metrics_dir.is_dir():
+        return
+    for path in sorted(metrics_dir.glob("worker-*.json")):
+        if path.name == skip:
+            continue
+        try:
+            yield json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a worker mid-write: its next snapshot counts
+
+
+def render_published(metrics_dir: Path) -> bytes:
+    """Prometheus text summed over the snapshots the workers published (at most ~1 s old): what
+    the separate metrics port serves, outside every worker."""
+    return "".join(_render(list(published_snapshots(metrics_dir)))).encode()
 
 
 def _labels(names: tuple[str, ...], values: Iterable[Any]) -> str:

@@ -36,6 +36,14 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
     metrics_dir = settings.metrics_dir or settings.ensure_home() / "metrics" / f"serve-{port}"
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the server
     metrics_dir.mkdir(parents=True, exist_ok=True)
+    if settings.metrics_port is not None:
+        from churnops.errors import ConfigError
+        from churnops.serving.metrics_server import start_metrics_server
+
+        if settings.metrics_port == port:
+            raise ConfigError(f"CHURNOPS_METRICS_PORT: {port} is the API's own port; choose another")
+        start_metrics_server(host, settings.metrics_port, metrics_dir)
+        logger.info("metrics on http://%s:%d/metrics (not on the API port)", host, settings.metrics_port)
     # Workers are separate processes that build their own Settings from the environment.
     os.environ["CHURNOPS_METRICS_DIR"] = str(metrics_dir)
     os.environ["CHURNOPS_WORKERS"] = str(workers)  # each worker's share of a rate limit while Redis is down

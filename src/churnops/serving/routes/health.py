@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from churnops.errors import NotReady
+from churnops.errors import NotFound, NotReady
 from churnops.serving.auth import public
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse
@@ -32,8 +32,10 @@ async def ready(state: StateDep) -> dict[str, Any]:
     return {"status": "ready", "model_version": state.champion().version, "golden_requests": checked}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={404: {"model": ErrorResponse}})
 async def metrics(state: StateDep) -> Response:
-    """Prometheus text format, summed over every worker."""
+    """Prometheus text format, summed over every worker (404 when CHURNOPS_METRICS_PORT moves it)."""
+    if state.settings.metrics_port is not None:
+        raise NotFound(f"metrics are served on port {state.settings.metrics_port} (CHURNOPS_METRICS_PORT)")
     state.refresh_gauges()
     return Response(state.metrics.render(), media_type=CONTENT_TYPE)
