@@ -1,19 +1,21 @@
 """Serving benchmark, one run on this machine: churnops vs `mlflow models serve` vs a bare ASGI ceiling.
 
-Each server is pinned to core 0 (`taskset -c 0`, one worker) and wrk to core 1.
+Each server is pinned to core 0 (`taskset -c 0`, one worker); wrk, Redis and PostgreSQL to core 1.
 Prepares a registered LightGBM champion on synthetic data in a throwaway
 CHURNOPS_HOME, then measures at 16 and 64 connections:
   1. bare ASGI under uvicorn (uvloop + httptools) returning a fixed JSON body;
   2. churnops /v1/predict for random known customers (online-store features, reason codes, metrics on);
   3. `mlflow models serve` of the very same model version, one-row dataframe_split bodies.
-Then the hot-path layers, one at a time against an all-off baseline of the same run, c=16:
-the ledger (PostgreSQL), and access control against a baseline with features on a throwaway
-Redis: an API key with the Redis rate limit on (a key whose limit does not refuse, floor 0.8x),
-a JWT (0.75x), a signed key (a fresh X-Signature per request; reported).
+Then the hot-path layers against an all-off baseline of the same run, c=16, in rounds (baseline,
+layer 1, ..., layer n; 3 rounds by default), each ratio of sums over the rounds with its per-round
+range: monitoring (floor 0.9x), a 5-arm experiment (0.9x) and 2 shadows beside it, the ledger on
+PostgreSQL (async 0.85x; sync reported), and access control against a baseline with features on
+a throwaway Redis: an API key with the Redis rate limit on (a key whose limit does not refuse,
+floor 0.8x), a JWT (0.75x), a signed key (a fresh X-Signature per request; reported).
 Then the batch figure: `churnops score` on 1,000,000 rows against LightGBM's own
 `predict` on the ready numpy matrix (the floor).
 
-Usage: python bench/bench_serve.py [--duration 10] [--skip-batch | --batch-only]
+Usage: python bench/bench_serve.py [--duration 10] [--rounds 3] [--skip-batch | --batch-only | --layers-only]
 """
 
 from __future__ import annotations
@@ -363,34 +365,44 @@ def hot_path_layers(
     duration: int,
     pg_url: str | None,
     access_only: bool = False,
+    rounds: int = 3,
 ) -> None:
-    """/v1/predict with one layer on at a time (c=16, one core), each between two runs of its
-    baseline (all off; features on Redis for the access-control rows): its ratio is to their mean,
-    so a host that drifts during the run does not bias it."""
-    print("\nhot-path layers: /v1/predict, c=16, one core; ratio to the mean of the baselines around it")
+    """/v1/predict with one layer on at a time (c=16, one core) against its group's baseline (all
+    off; features on Redis for the access-control rows), in `rounds` rounds of baseline, layer 1,
+    ..., layer n: a layer's ratio is its requests over the baseline's summed over the rounds, so
+    neither a host that drifts during the run nor one noisy run decides it (single runs of the
+    same configuration differ by +-6% on these machines); the spread of the per-round ratios is
+    printed beside it."""
+    print(
+        f"\nhot-path layers: /v1/predict, c=16, one core; {rounds} rounds of {duration} s, "
+        "ratio of sums to the baseline (per-round range)"
+    )
     redis_proc, redis_url = start_redis(tmp)
     try:
         groups = [] if access_only else [layers(pg_url)]
         groups.append(access_layers(tmp, home, ids, duration, redis_url))
         for found in groups:
-            baseline_layer, others = found[0], found[1:]
-            measure_layer(tmp, home, ids, wrk, 3, baseline_layer)  # warm-up: caches, page cache, numba
-            before = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
-            _print_layer(baseline_layer, before, before["rps"])
-            for layer in others:
-                stats, cost = measure_layer(tmp, home, ids, wrk, duration, layer)
-                after = measure_layer(tmp, home, ids, wrk, duration, baseline_layer)[0]
-                _print_layer(layer, stats, (before["rps"] + after["rps"]) / 2, after["rps"])
-                if cost is not None:
-                    print(f"    {cost}", flush=True)
-                before = after
+            measure_layer(tmp, home, ids, wrk, 3, found[0])  # warm-up: caches, page cache, numba
+            runs: dict[str, list[dict[str, float]]] = {layer.name: [] for layer in found}
+            notes: dict[str, list[str]] = {layer.name: [] for layer in found}
+            for round_ in range(rounds):
+                for layer in found:
+                    stats, note = measure_layer(tmp, home, ids, wrk, duration, layer, round_)
+                    runs[layer.name].append(stats)
+                    if note is not None:
+                        notes[layer.name].append(note)
+            baseline = runs[found[0].name]
+            for layer in found:
+                _print_layer(layer, runs[layer.name], baseline)
+                for note in notes[layer.name][-1:]:  # the last round's cost or rate-limit counts
+                    print(f"    {note}", flush=True)
     finally:
         os.killpg(redis_proc.pid, signal.SIGTERM)
         redis_proc.wait(timeout=10)
 
 
 def measure_layer(
-    tmp: Path, home: Path, ids: list[str], wrk: str, duration: int, layer: Layer
+    tmp: Path, home: Path, ids: list[str], wrk: str, duration: int, layer: Layer, round_: int = 0
 ) -> tuple[dict[str, float], str | None]:
     body = [json.dumps({"customer_id": c}) for c in ids]
     script = lua_script(tmp / "layer.lua", body, layer.headers)
@@ -398,17 +410,22 @@ def measure_layer(
     port = free_port()
     cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
     env = env_for(home) | layer.env
-    experiment = start_experiment(tmp, env, layer.experiment) if layer.experiment else None
+    definition = layer.experiment
+    if definition is not None:  # a stopped experiment's name is never reused: one per run
+        definition = definition.replace("name: bench-", f"name: bench-{round_}-{time.monotonic_ns()}-", 1)
+    experiment = start_experiment(tmp, env, definition) if definition else None
     proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / "layer.log")
+    note = None
     try:
         if layer.env.get("CHURNOPS_AUTH") == "on":
             check_access(f"http://127.0.0.1:{port}", layer, body[0])
         stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", main, 16, duration, warm)
-        cost = measured_cost(port, duration) if layer.env.get("CHURNOPS_MONITORING") == "on" else None
+        if layer.env.get("CHURNOPS_MONITORING") == "on":
+            note = measured_cost(port, duration)
         if layer.env.get("CHURNOPS_AUTH") == "on":
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             decisions = [line for line in metrics.splitlines() if line.startswith("rate_limit_decisions")]
-            print(f"    {'; '.join(decisions) or 'no rate-limit decisions'}")
+            note = "; ".join(decisions) or "no rate-limit decisions"
         if experiment is not None:  # the layer really routed by the experiment
             check = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"customer_id": ids[0]}).json()
             assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
@@ -416,19 +433,21 @@ def measure_layer(
         stop(proc)
         if experiment is not None:
             stop_experiment(env, experiment)
-    return stats, cost
+    return stats, note
 
 
-def _print_layer(
-    layer: Layer, stats: dict[str, float], baseline: float, next_baseline: float | None = None
-) -> None:
-    ratio = stats["rps"] / baseline
+def _print_layer(layer: Layer, runs: list[dict[str, float]], baseline: list[dict[str, float]]) -> None:
+    rps = sum(r["rps"] for r in runs) / len(runs)
+    ratio = sum(r["rps"] for r in runs) / sum(r["rps"] for r in baseline)
+    per_round = [r["rps"] / b["rps"] for r, b in zip(runs, baseline, strict=True)]
     verdict = "" if layer.floor is None else (" ok" if ratio >= layer.floor else " BELOW FLOOR")
     floor = f"(floor {layer.floor:.2f}x)" if layer.floor is not None else ""
-    around = f"  [baselines around it: mean {baseline:,.0f}]" if next_baseline is not None else ""
+    spread = f"[{min(per_round):.2f}-{max(per_round):.2f}]" if runs is not baseline else ""
+    p99 = max(r["p99_us"] for r in runs) / 1e3
+    non2xx = sum(int(r["non2xx"]) for r in runs)
     print(
-        f"  {layer.name:42} {stats['rps']:8,.0f} req/s  {ratio:5.2f}x {floor}{verdict}  "
-        f"p99 {stats['p99_us'] / 1e3:6.2f} ms  non-2xx {stats['non2xx']}{around}",
+        f"  {layer.name:42} {rps:8,.0f} req/s  {ratio:5.2f}x {spread:11} {floor}{verdict}  "
+        f"p99 {p99:6.2f} ms (worst round)  non-2xx {non2xx}",
         flush=True,
     )
 
@@ -625,8 +644,18 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError("redis-server did not start")
 
 
+_PRIVATE_PG: list[Path] = []  # the data directory of the cluster this run started, to stop it
+
+
 def bench_database() -> str | None:
-    """A throwaway PostgreSQL database on 127.0.0.1 for the ledger rows (None if no server answers)."""
+    """PostgreSQL for the ledger rows: a private cluster of this run on core 1 (beside wrk and
+    Redis: the server under test keeps core 0 to itself, as a database on its own host would
+    leave it), else a throwaway database on the shared server at 127.0.0.1:5432, whose backends
+    may then run on core 0 and cost the ledger layer their CPU too (said in the output)."""
+    url = start_private_postgres()
+    if url is not None:
+        print(f"(PostgreSQL: a private cluster on core 1, {url.rsplit('@', 1)[1]})")
+        return url
     import psycopg
 
     name = f"churnops_bench_{os.getpid()}"
@@ -639,11 +668,46 @@ def bench_database() -> str | None:
     except psycopg.Error as err:
         print(f"(no PostgreSQL on 127.0.0.1:5432: ledger rows skipped: {err})")
         return None
+    print("(PostgreSQL: the shared server at 127.0.0.1:5432, not pinned: its CPU counts against core 0)")
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def start_private_postgres() -> str | None:
+    """initdb + pg_ctl start under `taskset -c 1` (as the postgres user when run as root)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found or shutil.which("taskset") is None:
+        return None
+    bin_dir = found[-1].parent
+    owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="churnops-bench-pg-"))
+    port = free_port()
+    try:
+        if owner:
+            shutil.chown(data, "postgres", "postgres")
+        initdb = [*owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+        subprocess.run([*initdb, "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data}"
+        start = ["taskset", "-c", "1", *owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l"]
+        start += [str(data / "server.log"), "-o", options, "-w", "-t", "60", "start"]
+        subprocess.run(start, check=True, capture_output=True, timeout=90)
+    except (OSError, subprocess.SubprocessError) as err:
+        print(f"(no private PostgreSQL cluster: {err})")
+        shutil.rmtree(data, ignore_errors=True)
+        return None
+    _PRIVATE_PG.append(data)
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
 
 def drop_database(url: str | None) -> None:
     if url is None:
+        return
+    if _PRIVATE_PG:
+        data = _PRIVATE_PG.pop()
+        owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1].parent
+        stop = [*owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+        subprocess.run(stop, check=False, capture_output=True, timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
         return
     import psycopg
 
@@ -714,6 +778,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the hot-path layer runs")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-batch", action="store_true")
@@ -731,7 +796,7 @@ def main() -> None:
             if not (args.batch_only or args.layers_only or args.access_only):
                 serving(tmp, home, frame, wrk, args.duration)
             if not args.batch_only:
-                hot_path_layers(tmp, home, ids, wrk, args.duration, pg_url, args.access_only)
+                hot_path_layers(tmp, home, ids, wrk, args.duration, pg_url, args.access_only, args.rounds)
                 if not args.access_only:
                     batch_isolation(tmp, home, ids)
             if not (args.skip_batch or args.layers_only or args.access_only):

@@ -50,7 +50,9 @@ def _prediction(ids: RecordIds) -> Prediction:
 def test_a_write_in_flight_is_not_unreadiness(tmp_path: Path) -> None:
     """The CI flake: readiness asked while the worker thread was storing an ordinary batch."""
     writer, store = _writer(tmp_path)
-    worker = threading.Thread(target=writer._persist, args=([_prediction(RecordIds())],))
+    worker = threading.Thread(
+        target=writer._persist, args=([writer.sealer.prediction_row(_prediction(RecordIds()))],)
+    )
     worker.start()
     assert store.entered.wait(5)
     during = writer.healthy()
@@ -66,6 +68,6 @@ def test_records_neither_stored_nor_spooled_are_unreadiness(tmp_path: Path) -> N
     store.down = True
     store.release.set()
     os.close(writer.spool._fd)  # the spool file can no longer be written: a full or failed disk
-    writer._persist([_prediction(RecordIds())])
+    writer._persist([writer.sealer.prediction_row(_prediction(RecordIds()))])
     assert not writer.healthy()
     assert str(writer.counters.last_error).startswith("spool:")

@@ -34,6 +34,9 @@ class PoolLimits:
     connect_timeout_s: int = 5  # PostgreSQL: TCP connect + startup
     statement_timeout_ms: int = 120_000  # PostgreSQL: any one statement, COPY included
     sqlite_lock_timeout_s: float = 30.0  # SQLite: wait for another writer's file lock
+    # A round trip before each checkout, so a server restart costs a reconnect, not a failed call.
+    # Off only where a failed call is already handled (the ledger writer spools and retries).
+    pre_ping: bool = True
 
     def pool_args(self) -> dict[str, Any]:
         """The bounded QueuePool both backends use."""
@@ -198,7 +201,7 @@ class PostgresBackend:
         return sa.create_engine(
             url,
             **limits.pool_args(),
-            pool_pre_ping=True,  # a server restart must cost one reconnect, not one failed request
+            pool_pre_ping=limits.pre_ping,
             connect_args=self._connect_args(url, limits),
         )
 
