@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
 POLL_S = 0.5  # without a doorbell: two reads a second of an indexed max(id)
 DOORBELL_POLL_S = 1.5  # with Redis: the poll only covers a missed PUBLISH
+RESUBSCRIBE_S = 5.0  # after the doorbell was lost: poll, and try Redis again this often
 
 
 class ChangeFollower:
@@ -32,11 +34,16 @@ class ChangeFollower:
         self.handlers.setdefault(topic, []).append(handler)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The supervised body: wait for the doorbell or the poll interval, then catch up."""
+        """The supervised body: wait for the doorbell or the poll interval, then catch up. Redis
+        going away is expected, not a failure: the follower polls (one warning line) and
+        subscribes again every RESUBSCRIBE_S."""
         doorbell = await self._subscribe()
+        retry_at = time.monotonic() + RESUBSCRIBE_S
         try:
             while not stop.is_set():
-                await self._wait(doorbell, stop)
+                if doorbell is None and self.feed.redis_url is not None and time.monotonic() >= retry_at:
+                    doorbell, retry_at = await self._subscribe(), time.monotonic() + RESUBSCRIBE_S
+                doorbell = await self._wait(doorbell, stop)
                 await self.catch_up()
         finally:
             if doorbell is not None:
@@ -73,15 +80,22 @@ class ChangeFollower:
             return None
         return pubsub
 
-    async def _wait(self, doorbell: Any, stop: asyncio.Event) -> None:
+    async def _wait(self, doorbell: Any, stop: asyncio.Event) -> Any:
+        """Wait for the next ring (or the poll interval); the doorbell to use next (None: lost)."""
         if doorbell is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL_S)
-            return
+            return None
         from redis.exceptions import RedisError
 
         try:
             await doorbell.get_message(timeout=DOORBELL_POLL_S)
         except (RedisError, OSError) as err:
-            # Redis went away: poll meanwhile; the supervisor-restarted run() resubscribes later.
-            raise ConnectionError(f"change feed doorbell lost: {err}") from err
+            logger.warning(
+                "change feed: Redis doorbell lost (%s); polling every %.1f s, resubscribing every %.0f s",
+                err, POLL_S, RESUBSCRIBE_S,
+            )  # fmt: skip
+            with contextlib.suppress(RedisError, OSError):
+                await doorbell.aclose()
+            return None
+        return doorbell
