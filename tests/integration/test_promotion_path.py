@@ -244,6 +244,12 @@ def test_approval_over_http_then_rollback(tmp_path: Path) -> None:
         unknown = client.post("/v1/models/rollback", json={"to": "77"})
         assert unknown.status_code == 404
         events = client.get("/v1/models/history").json()["events"]
+        moves = client.get("/dashboard/alias-moves").json()  # the dashboard's panel: real moves only
+    shown = [(m["action"], m["from"], m["to"]) for m in moves[:2]]
+    assert shown == [("rollback", "2", "1"), ("approve", "1", "2")]
+    assert moves[0]["by"] == f"key:{admin.record.key_id}"
+    assert "approved too early" in moves[0]["why"]
+    assert all(m["from"] != m["to"] for m in moves)
     assert [(e["action"], e["from"], e["to"]) for e in events[:3]] == [
         ("models.rollback", "2", "1"),
         ("models.approve", "1", "2"),

@@ -6,7 +6,7 @@ latency counters of every worker (the page turns two polls into requests/s, erro
 latency percentiles), breakers, background tasks, the ledger's queue, and the drift, cost and
 performance reports of jobs.monitor (drift and cost computed on each poll from the shared store;
 performance, a ledger scan shared by all workers, at most every 2 x CHURNOPS_MONITOR_REFRESH_SECONDS).
-`/dashboard/alias-moves` returns [] until the lifecycle work records alias history.
+`/dashboard/alias-moves` is the newest alias moves of the lifecycle history (`models history`).
 """
 
 from __future__ import annotations
@@ -53,10 +53,34 @@ async def data(state: StateDep) -> dict[str, Any]:
     return {"now": time.time(), **_service(state), **_counters(state), **reports}
 
 
+ALIAS_MOVES_SHOWN = 10
+
+
 @router.get("/dashboard/alias-moves")
-async def alias_moves() -> list[dict[str, Any]]:
-    """Recent alias moves: none recorded yet (the lifecycle work adds the history behind this)."""
-    return []
+async def alias_moves(state: StateDep) -> list[dict[str, Any]]:
+    """The newest alias moves of the lifecycle history, with who and why ([] with the ledger off)."""
+    from churnops.errors import NotReady
+    from churnops.jobs.models import history
+    from churnops.serving.routes.models import lifecycle_of
+
+    try:
+        lc = lifecycle_of(state)
+    except NotReady:
+        return []
+    events = await asyncio.to_thread(history, lc, state.model_name, 200)
+    moves = [e for e in events if e["outcome"] == "champion" and e["from"] != e["to"]]  # alias moved
+    return [
+        {
+            "at": e["at"],
+            "action": e["action"].removeprefix("models."),
+            "from": e["from"],
+            "to": e["to"],
+            "by": e["principal"],
+            "trigger": e["trigger"],
+            "why": e["reason"],
+        }
+        for e in moves[:ALIAS_MOVES_SHOWN]
+    ]
 
 
 def _service(state: ServiceState) -> dict[str, Any]:
