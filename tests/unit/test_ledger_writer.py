@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -71,3 +72,26 @@ def test_records_neither_stored_nor_spooled_are_unreadiness(tmp_path: Path) -> N
     writer._persist([writer.sealer.prediction_row(_prediction(RecordIds()))])
     assert not writer.healthy()
     assert str(writer.counters.last_error).startswith("spool:")
+
+
+def test_a_flush_cancelled_mid_seal_still_stores_every_record(tmp_path: Path) -> None:
+    """Shutdown cancels the writer past its deadline: records already chained must not vanish (the
+    chain would show a gap), nor the ones taken from the queue but not sealed yet."""
+    import asyncio
+
+    writer, store = _writer(tmp_path)
+    store.release.set()
+    ids = RecordIds()
+    for _ in range(1_000):
+        writer.submit(_prediction(ids))
+
+    async def cancel_mid_seal() -> None:
+        task = asyncio.create_task(writer.flush())
+        await asyncio.sleep(0)  # the first slice is sealed, the task yields
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_seal())
+    assert writer.sealer.chain.seq == 1_000
+    assert writer.counters.outcomes["written"] == 1_000

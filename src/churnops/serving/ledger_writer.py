@@ -166,7 +166,12 @@ class LedgerWriter:
         rows: list[list[Any]] = []
         for start in range(0, len(predictions), SEAL_SLICE):
             if start:
-                await asyncio.sleep(0)
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:  # shutdown past its deadline: the chain has moved on,
+                    rows.extend(map(self.sealer.prediction_row, predictions[start:]))
+                    self._persist(rows)  # so these records are stored or spooled here, not dropped
+                    raise
             rows.extend(map(self.sealer.prediction_row, predictions[start : start + SEAL_SLICE]))
         return rows
 
