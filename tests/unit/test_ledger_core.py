@@ -173,3 +173,31 @@ def test_production_refuses_generated_secrets(tmp_path: Path) -> None:
     settings = Settings(churnops_home=tmp_path, APP_ENV="production")
     with pytest.raises(ConfigError, match="CHURNOPS_PSEUDONYM_KEY"):
         load_secrets(settings)
+
+
+def test_the_sealers_inlined_prediction_row_is_the_generic_chain_link() -> None:
+    """`Sealer.prediction_row` writes canonical bytes and the chain hash out by hand for speed:
+    its rows must be the ones `Chain.link_values` makes of the same values, field for field."""
+    import time as _time
+
+    from churnops.core.ledger import FIELDS, Chain, feature_bytes, feature_hash, key_epoch
+    from churnops.core.ledger_rows import Prediction, Sealer
+
+    feature_key = os.urandom(64)
+    sealer = Sealer(Chain("p-inline"), os.urandom(32), feature_key, os.urandom(32), 30)
+    reference = Chain("p-inline")
+    features = {"tenure": 3, "contract": "month-to-month", "charges": 70.5, "z": None}
+    for i in range(20):
+        p = Prediction(
+            f"id-{i}", _time.time_ns() // 1000, f"r{i}", f"c{i % 3}", "key-1" if i % 2 else None,
+            "churn", "4", "champion", "exp" if i % 2 else None, i if i % 2 else None, "served",
+            0.1 + i / 50, bool(i % 3), 0.5, [("tenure", 0.25)], "online", features,
+        )  # fmt: skip
+        row = sealer.prediction_row(p)
+        assert len(row) == len(FIELDS)
+        expected = list(row)
+        expected[FIELDS.index("writer_id")] = expected[FIELDS.index("seq")] = None
+        expected[FIELDS.index("prev_hash")] = expected[FIELDS.index("record_hash")] = None
+        assert reference.link_values(expected) == row
+        assert row[FIELDS.index("feature_hash")] == feature_hash(feature_key, feature_bytes(features))
+        assert row[FIELDS.index("key_epoch")] == key_epoch(p.at_us, 30)

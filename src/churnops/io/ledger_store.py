@@ -62,7 +62,9 @@ class LedgerStore:
                         conn, ledger_records, [dict(zip(FIELDS, r, strict=True)) for r in records]
                     )
                 else:
-                    self.store.backend.bulk_insert(conn, ledger_records, FIELDS, records, self.chunk_rows)
+                    self.store.backend.bulk_insert(
+                        conn, ledger_records, FIELDS, records, self.chunk_rows, binary=True
+                    )
             if checkpoints:
                 self._insert_ignoring(conn, ledger_checkpoints, [dict(c) for c in checkpoints])
 

@@ -65,6 +65,7 @@ class Backend(Protocol):
         columns: Sequence[str],
         rows: Iterable[Sequence[Any]],
         chunk_rows: int,
+        binary: bool = False,
     ) -> None: ...
 
     def analyze(self, conn: sa.Connection, table: sa.Table) -> None: ...
@@ -168,6 +169,7 @@ class SqliteBackend:
         columns: Sequence[str],
         rows: Iterable[Sequence[Any]],
         chunk_rows: int,
+        binary: bool = False,
     ) -> None:
         insert_many(conn, table, columns, rows, chunk_rows)
 
@@ -212,13 +214,23 @@ class PostgresBackend:
         columns: Sequence[str],
         rows: Iterable[Sequence[Any]],
         chunk_rows: int,
+        binary: bool = False,
     ) -> None:
-        """COPY ... FROM STDIN on the connection's own transaction (commits or rolls back with it)."""
+        """COPY ... FROM STDIN on the connection's own transaction (commits or rolls back with it).
+
+        `binary` sends PostgreSQL's binary COPY format (about half the client CPU of text: no
+        escaping, no bytea hex) for callers whose values match their column types exactly, as the
+        ledger's do; other callers keep text, which also parses numpy and pandas scalars."""
         quote = conn.dialect.identifier_preparer
         names = ", ".join(quote.quote(c) for c in columns)
         statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
         driver = cast(Any, conn.connection.driver_connection)  # psycopg.Connection
+        types = copy_types(conn.dialect, table, columns, driver.adapters) if binary else None
+        if types:
+            statement += " (FORMAT BINARY)"
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            if types:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
 
@@ -260,3 +272,25 @@ class PostgresBackend:
             options = f"{options} {SERVER_KEEPALIVES}"
         args["options"] = options
         return args
+
+
+def copy_types(dialect: Any, table: sa.Table, columns: Sequence[str], adapters: Any) -> list[str] | None:
+    """PostgreSQL type names of `columns` for a binary COPY, or None when one has no binary dumper
+    psycopg knows (the caller then falls back to text). Worked out once per table and columns."""
+    key = (table.name, tuple(columns))
+    if key not in _COPY_TYPES:
+        _COPY_TYPES[key] = _copy_types(dialect, table, columns, adapters)
+    return _COPY_TYPES[key]
+
+
+_COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[str] | None] = {}
+
+
+def _copy_types(dialect: Any, table: sa.Table, columns: Sequence[str], adapters: Any) -> list[str] | None:
+    names = []
+    for column in columns:
+        name = table.c[column].type.compile(dialect=dialect).split("(")[0].strip().lower()
+        if adapters.types.get(name) is None:
+            return None
+        names.append(name)
+    return names
