@@ -259,3 +259,28 @@ def test_approval_over_http_then_rollback(tmp_path: Path) -> None:
     assert events[0]["principal"] == f"key:{admin.record.key_id}"  # who rolled back, and who approved
     assert events[1]["principal"] == f"key:{admin.record.key_id}"
     assert events[1]["gates"]["status"] == "pending_approval"
+
+    # Promotion over HTTP (the service's own params: no approval): admin only; a failed gate is 409
+    # naming it; `force` promotes anyway, recorded as an override with the failed gates.
+    with TestClient(serving_app(served), headers={"X-API-Key": admin.key}) as client:
+        refused = client.post("/v1/models/2/promote", json={"force": True}, headers={"X-API-Key": reader.key})
+        assert refused.status_code == 403
+        up = client.post("/v1/models/2/promote")
+        assert up.status_code == 200, up.text
+        assert (up.json()["outcome"], up.json()["from"]) == ("champion", "1")
+        worse = client.post("/v1/models/1/promote")  # the weak v1 against v2 on rows neither trained on
+        assert worse.status_code == 409
+        assert worse.json()["error"]["message"].startswith("v1 refused: gate discrimination failed")
+        assert client.get("/v1/models").json()["champion"] == "2"  # nothing moved
+        forced = client.post("/v1/models/1/promote", json={"force": True, "reason": "incident 42: v1 back"})
+        assert forced.status_code == 200, forced.text
+        assert (forced.json()["outcome"], forced.json()["from"]) == ("champion", "2")
+        assert client.get("/v1/models").json()["champion"] == "1"
+        assert client.post("/v1/models/99/promote", json={"force": True}).status_code == 404
+        assert client.post("/v1/models/2/promote", json={"force": "yes please"}).status_code == 422
+        newest = client.get("/v1/models/history").json()["events"][0]
+    assert (newest["action"], newest["from"], newest["to"]) == ("models.promote", "2", "1")
+    assert newest["principal"] == f"key:{admin.record.key_id}"
+    assert newest["override"]["forced"] is True
+    assert "discrimination" in newest["override"]["failed_gates"]
+    assert newest["reason"] == "incident 42: v1 back"

@@ -58,6 +58,9 @@ def test_params_mount_gates_and_lifecycle_with_their_shorthands() -> None:
         ),
         ("lifecycle: {schedule: 0s}", "params.yaml: lifecycle.schedule: '0s' must be longer than 0"),
         ("lifecycle: {new_data: {table: t}}", "lifecycle.new_data.table needs watermark_column"),
+        ("lifecycle: {trial: {mode: canary}}", "params.yaml: lifecycle.trial.mode: Input should be 'none'"),
+        ("lifecycle: {trial: {share: 1.5}}", "lifecycle.trial.share: Input should be less than 1"),
+        ("lifecycle: {trial: {duration: 0s}}", "params.yaml: lifecycle.trial.duration: '0s' must be longer"),
     ],
 )
 def test_bad_policy_is_refused_naming_the_field(text: str, message: str) -> None:
@@ -248,3 +251,31 @@ def test_calibration_gate_judges_the_ece_beyond_chance() -> None:
     assert not shifted.passed
     assert shifted.value is not None
     assert shifted.value > 0.05
+
+
+# -- the trial -----------------------------------------------------------------------------------
+
+
+def test_trial_mode_off_in_yaml_means_no_trial() -> None:
+    assert parse_params("lifecycle: {trial: {mode: off}}").lifecycle.trial.mode == "none"
+    assert Params().lifecycle.trial.mode == "none"
+
+
+@pytest.mark.parametrize("mode", ["experiment", "shadow"])
+def test_a_trials_experiment_pins_champion_and_candidate(mode: str) -> None:
+    from churnops.core.experiments import parse_experiment
+    from churnops.core.lifecycle import trial_experiment, trial_limits
+    from churnops.core.lifecycle_params import TrialParams
+
+    trial = TrialParams(mode=mode, share=0.2, duration="2h", min_predictions=500)
+    definition = parse_experiment(trial_experiment("lifecycle-v7-1", "6", "7", trial))
+    weights = {a.name: (a.version, a.weight) for a in definition.arms}
+    if mode == "experiment":  # a fifth of the customers get the candidate's answers
+        assert weights == {"control": ("6", 80.0), "candidate": ("7", 20.0)}
+        assert definition.shadows == ()
+    else:  # everyone gets the champion's; a fifth of the requests are scored by the candidate too
+        assert weights == {"control": ("6", 100.0), "candidate": ("7", 0.0)}
+        assert [(s.version, s.sample) for s in definition.shadows] == [("7", 0.2)]
+    assert definition.control.version == "6"
+    limits = trial_limits(parse_params("lifecycle: {trial: {duration: 2h, min_predictions: 500}}").lifecycle)
+    assert (limits.duration, limits.min_predictions, limits.max_error_rate) == ("2h", 500, 0.01)

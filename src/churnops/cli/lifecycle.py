@@ -110,15 +110,20 @@ WorkdirArg = Annotated[Path, typer.Option("--workdir", help="The run's working d
 
 @app.command("bake")
 def lifecycle_bake(params: ParamsOption = None) -> None:
-    """Step 1: judge the bake under way; a breach rolls back to the replaced champion."""
+    """Step 1: judge the bake under way (a breach rolls back to the replaced champion), then the trial
+    under way (a breach rejects the candidate; a trial that held promotes it)."""
     from churnops.io.datasets import load_params
     from churnops.jobs.lifecycle_steps import bake_step
+    from churnops.jobs.lifecycle_trial import trial_step
     from churnops.jobs.privacy import cli_principal
     from churnops.jobs.promote import open_lifecycle
 
     with database_errors(), open_lifecycle(load_settings(), load_params(params)) as lc:
-        result = bake_step(lc, cli_principal())
-    typer.echo(result.line() if result else "no bake under way")
+        baked = bake_step(lc, cli_principal())
+        settled = baked is None or baked.outcome == "bake_passed"
+        trialled = trial_step(lc, cli_principal()) if settled else None
+    typer.echo(baked.line() if baked else "no bake under way")
+    typer.echo(trialled.line() if trialled else "no trial under way")
 
 
 @app.command("plan")
@@ -132,13 +137,15 @@ def lifecycle_plan(
     (`input.parquet`, `spec.yaml`, `plan.json`); exit 99 (skip) when none does or a bake runs."""
     from churnops.io.datasets import load_params, load_spec
     from churnops.jobs.lifecycle_steps import plan, prepare
+    from churnops.jobs.lifecycle_trial import TRIAL
     from churnops.jobs.promote import BAKE, open_lifecycle
     from churnops.jobs.workdir import Workdir
 
     with database_errors(), open_lifecycle(load_settings(), load_params(params)) as lc:
-        if lc.state.get(BAKE) is not None:
-            typer.echo("a bake is under way: nothing is retrained meanwhile")
-            raise typer.Exit(SKIP_EXIT)
+        for under_way in (BAKE, TRIAL):
+            if lc.state.get(under_way) is not None:
+                typer.echo(f"a {under_way} is under way: nothing is retrained meanwhile")
+                raise typer.Exit(SKIP_EXIT)
         planned = plan(lc, Path.cwd(), force=force)
         if not planned.triggers:
             typer.echo("; ".join(planned.reasons()))
@@ -149,9 +156,11 @@ def lifecycle_plan(
 
 @app.command("record")
 def lifecycle_record(workdir: WorkdirArg, params: ParamsOption = None) -> None:
-    """Last step: record the cycle planned in WORKDIR (promoted, pending, rejected or failed)."""
+    """Last step: record the cycle planned in WORKDIR (promoted, pending, rejected or failed; a candidate
+    `in_trial` has its trial started here)."""
     from churnops.io.datasets import load_params
     from churnops.jobs.lifecycle_steps import PLAN, CycleResult, outcome_of, record
+    from churnops.jobs.lifecycle_trial import after_registration
     from churnops.jobs.privacy import cli_principal
     from churnops.jobs.promote import open_lifecycle
     from churnops.jobs.workdir import Workdir, read_json
@@ -170,13 +179,14 @@ def lifecycle_record(workdir: WorkdirArg, params: ParamsOption = None) -> None:
         started_us=prepared["started_us"],
     )
     with database_errors(), open_lifecycle(load_settings(), load_params(params)) as lc:
-        result = record(lc, outcome_of(wd, result), cli_principal(), prepared)
+        result = after_registration(lc, outcome_of(wd, result), cli_principal())
+        result = record(lc, result, cli_principal(), prepared)
     typer.echo(result.line())
 
 
 @app.command("status")
 def lifecycle_status(params: ParamsOption = None, as_json: JsonOption = False) -> None:
-    """Champion, challenger, pending approvals, the bake, the last cycle and recent events."""
+    """Champion, challenger, pending approvals, the bake or trial, the last cycle and recent events."""
     from churnops.io.datasets import load_params
     from churnops.jobs.lifecycle import status
 
@@ -203,6 +213,7 @@ def _print_status(report: dict[str, Any]) -> None:
         f"bake: v{bake['version']} until {when(bake['until_us'])} (replaced v{bake['previous']})"
         if bake
         else "bake: none",
+        _trial_line(report.get("trial"), when),
         f"last cycle: {last['outcome']} at {when(last.get('finished_us'))}: {'; '.join(last['reasons'])}"
         if last
         else "last cycle: none",
@@ -214,3 +225,14 @@ def _print_status(report: dict[str, Any]) -> None:
             f"{details.get('reason') or '; '.join(details.get('reasons', []))}"
         )
     typer.echo("\n".join(lines))
+
+
+def _trial_line(trial: dict[str, Any] | None, when: Any) -> str:
+    if not trial:
+        return "trial: none"
+    if trial.get("experiment") is None:
+        return f"trial: v{trial['version']} ({trial['mode']}) waits for the running experiment to end"
+    return (
+        f"trial: v{trial['version']} ({trial['mode']}, experiment {trial['experiment']}) against "
+        f"v{trial['champion']} until {when(trial.get('until_us'))} at least"
+    )

@@ -1,4 +1,5 @@
-"""The lifecycle loop's decisions, pure: which triggers fire, and whether a bake holds or breaks.
+"""The lifecycle loop's decisions, pure: which triggers fire, whether a bake holds or breaks, and the
+experiment a trial runs (it is judged on the bake's limits).
 
 Inputs are plain figures measured by the caller (jobs.signals): the champion's served traffic
 (error rate, latency p95, drift against its reference profile, realised and estimated AUC) and
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from churnops.core.lifecycle_params import BakeParams, LifecycleParams, seconds
+from churnops.core.lifecycle_params import BakeParams, LifecycleParams, TrialParams, seconds
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,37 @@ def judge_bake(
             "passed", (f"{signals.predictions} predictions over {elapsed:.0f} s with no breach",)
         )
     return BakeVerdict("baking", (f"{signals.predictions} predictions over {elapsed:.0f} s so far",))
+
+
+CONTROL_ARM, CANDIDATE_ARM, CANDIDATE_SHADOW = "control", "candidate", "candidate-shadow"
+
+
+def trial_experiment(name: str, champion: str, candidate: str, trial: TrialParams) -> dict[str, Any]:
+    """The experiment a trial runs, pinned to versions: `experiment` splits customers between the
+    champion (control) and the candidate by `share`; `shadow` answers everyone with the champion and
+    scores `share` of the requests with the candidate beside it (its arm is kept at weight 0, paused:
+    an experiment has two arms at least)."""
+    percent = round(trial.share * 100, 6)
+    served = percent if trial.mode == "experiment" else 0.0
+    definition: dict[str, Any] = {
+        "name": name,
+        "mode": "fixed",
+        "arms": [
+            {"name": CONTROL_ARM, "version": champion, "weight": 100 - served, "control": True},
+            {"name": CANDIDATE_ARM, "version": candidate, "weight": served},
+        ],
+    }
+    if trial.mode == "shadow":
+        definition["shadows"] = [{"name": CANDIDATE_SHADOW, "version": candidate, "sample": trial.share}]
+    return definition
+
+
+def trial_limits(params: LifecycleParams) -> BakeParams:
+    """A trial is judged like a bake (error rate, latency, prediction drift, AUC against the champion)
+    over its own length and prediction count."""
+    return params.bake.model_copy(
+        update={"duration": params.trial.duration, "min_predictions": params.trial.min_predictions}
+    )
 
 
 def bake_breaches(bake: BakeParams, s: Signals, replaced: Reference) -> list[str]:

@@ -7,6 +7,7 @@
       performance: {enabled: true, window: 30d, min_labels: 200, min_predictions: 1000, max_auc_drop: 0.05}
       new_data: {glob: null, table: null, watermark_column: null}
       retrain: {source: auto, ledger_window: 90d, min_rows: 1000}
+      trial: {mode: none, duration: 1h, share: 0.1, min_predictions: 200}  # or shadow | experiment
       bake: {duration: 1h, min_predictions: 200, max_error_rate: 0.01, max_latency_p95_ms: 100,
              max_prediction_psi: 0.25, max_auc_drop: 0.05, min_labels: 200}
       service_url: null         # the service whose /metrics the bake reads [default: CHURNOPS_HOST:PORT]
@@ -20,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from churnops.errors import InvalidRequest
 
@@ -120,6 +121,24 @@ class BakeParams(BaseModel):
     min_labels: int = Field(200, ge=1)  # labels needed before the realised AUC is judged
 
 
+class TrialParams(BaseModel):
+    """Live traffic before the champion alias moves, for a candidate the loop retrained that passed its
+    gates: `shadow` scores `share` of the requests with it beside the champion (recorded, never
+    answered), `experiment` answers `share` of the customers with it (an A/B test of two arms). Judged
+    on the bake's limits once it lasted `duration` with `min_predictions` of its own; then promoted or
+    rejected. `none`: a candidate that passed its gates is promoted at once. With `gates.approval:
+    required` the approver decides instead."""
+
+    model_config = _FROZEN
+    # YAML reads a bare `off` or `no` as false: that means no trial too.
+    mode: Annotated[
+        Literal["none", "shadow", "experiment"], BeforeValidator(lambda v: "none" if v is False else v)
+    ] = "none"
+    duration: Duration = "1h"
+    share: float = Field(0.1, gt=0, lt=1)
+    min_predictions: int = Field(200, ge=1)
+
+
 class LifecycleParams(BaseModel):
     """Everything under params.yaml `lifecycle:`."""
 
@@ -130,5 +149,6 @@ class LifecycleParams(BaseModel):
     performance: PerformanceTrigger = Field(default_factory=PerformanceTrigger)
     new_data: NewDataTrigger = Field(default_factory=NewDataTrigger)
     retrain: RetrainParams = Field(default_factory=RetrainParams)
+    trial: TrialParams = Field(default_factory=TrialParams)
     bake: BakeParams = Field(default_factory=BakeParams)
     service_url: str | None = Field(None, pattern=r"^https?://")

@@ -149,11 +149,13 @@ def lifecycle_events(
 
 
 def served_predictions(
-    store: SqlStore, model: str, version: str, since_us: int, limit: int = 20_000
+    store: SqlStore, model: str, version: str, since_us: int, limit: int = 20_000, *, shadow: bool = False
 ) -> list[dict[str, Any]]:
-    """The newest predictions a version answered since `since_us` (served, not shadow), newest first:
-    what the bake and the drift trigger judge. Sealed payloads stay sealed here."""
+    """The newest predictions a version answered since `since_us` (served, not shadow; or with
+    `shadow` only its shadow scores), newest first: what the bake, the drift trigger and a shadow
+    trial judge. Sealed payloads stay sealed here."""
     r = ledger_records.c
+    role = r.role == "shadow" if shadow else sa.or_(r.role.is_(None), r.role != "shadow")
     query = (
         sa.select(r.record_id, r.at_us, r.subject, r.writer_id, r.key_epoch, r.payload, r.probability)
         .where(
@@ -161,7 +163,7 @@ def served_predictions(
             r.at_us >= since_us,
             r.model_name == model,
             r.model_version == version,
-            sa.or_(r.role.is_(None), r.role != "shadow"),
+            role,
         )
         .order_by(r.at_us.desc())
         .limit(limit)

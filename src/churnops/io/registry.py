@@ -24,7 +24,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROFILE_TAG = "churnops.reference_profile"  # version tag: the fingerprint of its reference profile
 PROFILE_ARTIFACT = "monitoring/reference_profile.json"
-STATUS_TAG = "churnops.status"  # candidate | champion | pending_approval | rejected | retired
+STATUS_TAG = "churnops.status"  # candidate | champion | pending_approval | in_trial | rejected | retired
 LISTED_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall")
 # Dependencies of the pyfunc model, listed so MLflow does not spend 8-17 s inferring them.
 PIP_REQUIREMENTS = ["numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "pyarrow", "churnops"]
@@ -42,7 +42,7 @@ def _signature(columns: list[str]) -> Any:
 
 def version_status(stored: str | None, aliases: Sequence[str]) -> str:
     """The champion is `champion` whatever its tag says; a former champion is `retired`; else the tag
-    the promotion path left (`pending_approval`, `rejected`, `candidate`)."""
+    the promotion path left (`pending_approval`, `in_trial`, `rejected`, `candidate`)."""
     if CHAMPION in aliases:
         return CHAMPION
     if stored == CHAMPION:

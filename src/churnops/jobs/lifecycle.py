@@ -3,14 +3,17 @@
 One cycle, under the lease (one at a time per SQL store):
 
 1. A bake under way (after a promotion) is judged first: a breach rolls back to the replaced
-   champion on its own; while it lasts nothing is retrained (one change at a time).
+   champion on its own; then a trial under way (jobs.lifecycle_trial): a breach rejects the
+   candidate, a trial that held promotes it. While either lasts nothing is retrained (one change
+   at a time).
 2. Triggers (params.yaml `lifecycle:`): new labelled data (a file glob or a table watermark),
    a drift alert on the champion's traffic, performance decay (realised AUC, or estimated while
    labels are immature), the schedule; `--force` adds a manual one.
 3. Retraining data: the new data, or the ledger's labelled predictions joined point in time to
    the offline store (opted-out customers left out), in the run's own working directory.
 4. The pipeline, whose registration runs the promotion path (gates -> challenger -> champion,
-   pending approval or rejected); a promotion starts the bake.
+   pending approval or rejected; or `in_trial` when `lifecycle.trial` asks for live traffic
+   first, and the trial's experiment starts); a promotion starts the bake.
 5. The decision and its reasons as a `lifecycle.cycle` event (a run whose data fails validation
    is recorded as rejected with the validation report).
 
@@ -42,6 +45,7 @@ from churnops.jobs.lifecycle_steps import (
     prepare,
     record,
 )
+from churnops.jobs.lifecycle_trial import TRIAL, after_registration, trial_step
 from churnops.jobs.promote import BAKE, Lifecycle, open_lifecycle
 from churnops.jobs.retrain_data import WATERMARK
 from churnops.settings import Settings
@@ -85,6 +89,9 @@ def _cycle(
     baked = bake_step(lc, principal, source)
     if baked is not None and baked.outcome != "bake_passed":
         return _remember(lc, baked)
+    trialled = trial_step(lc, principal, source)
+    if trialled is not None and trialled.outcome != "trial_ended":
+        return _remember(lc, trialled)  # one change at a time: nothing is retrained during a trial
     planned = plan(lc, base, force=force, make_source=source)
     if not planned.triggers:
         done = (
@@ -126,7 +133,7 @@ def _retrain(lc: Lifecycle, planned: Any, principal: str | None, spec: DatasetSp
         result.version = registered["version"]
         result.outcome = "promoted" if status == CHAMPION else status
         result.reasons = [registered["reason"]]
-    return record(lc, result, principal, prepared)
+    return record(lc, after_registration(lc, result, principal), principal, prepared)
 
 
 def _remember(lc: Lifecycle, result: CycleResult) -> CycleResult:
@@ -181,6 +188,7 @@ def status(settings: Settings, params: Params) -> dict[str, Any]:
             "pending_approval": [v["version"] for v in versions if v["status"] == "pending_approval"],
             "cycle_running": running,
             "bake": state.get(BAKE),
+            "trial": state.get(TRIAL),
             "last_cycle": state.get(LAST_CYCLE),
             "last_retrain": state.get(LAST_RETRAIN),
             "data_seen": state.get(WATERMARK),
@@ -197,5 +205,6 @@ def _triggers(params: Params) -> dict[str, Any]:
         "drift": lc.drift.model_dump() if lc.drift.enabled else None,
         "performance": lc.performance.model_dump() if lc.performance.enabled else None,
         "new_data": lc.new_data.model_dump(),
+        "trial": lc.trial.model_dump(),
         "bake": lc.bake.model_dump(),
     }

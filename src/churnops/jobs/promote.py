@@ -13,7 +13,10 @@ lifecycle loop and an experiment's winner all call it. In order it
    that transaction, so a move whose event cannot be stored is not made,
 5. tags the version with its status and keeps the verdicts with it (`lifecycle/gates.json`).
 
-Events: `models.register` and `models.promote` (champion moved), `models.pending`,
+A version the lifecycle loop retrained waits `in_trial` instead, when params.yaml
+`lifecycle.trial` asks for live traffic first (jobs.lifecycle_trial promotes or rejects it).
+
+Events: `models.register` and `models.promote` (champion moved), `models.pending`, `models.trial`,
 `models.reject`, `models.approve`, `models.rollback`; `lifecycle.*` for the loop's own.
 """
 
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 ALIASES_TOPIC = "aliases"
 MOVES = ("register", "promote", "approve", "rollback")
 BAKE = "bake"
+IN_TRIAL = "in_trial"
 
 
 @dataclass
@@ -159,6 +163,8 @@ def promote(
     pending = gates is not None and gates.get("status") == "pending_approval" and action != "approve"
     if (failed or pending) and not force:
         return _hold(lc, name, version, previous, action, trigger, principal, gates, failed)
+    if _trial_first(lc, action, trigger, previous, force):
+        return _hold_for_trial(lc, name, version, previous, trigger, principal, gates)
     forced = force and (failed or pending)
     override = {"forced": True, "failed_gates": failed, "approval_skipped": pending} if forced else None
     text = reason or _move_reason(action, version, previous, gates, override)
@@ -223,6 +229,41 @@ def _hold(
     if failed and action != "register":
         raise Conflict(text + " (use --force to override: the override is recorded)")
     return move
+
+
+def _trial_first(lc: Lifecycle, action: str, trigger: str, previous: str | None, force: bool) -> bool:
+    """A version the loop retrained meets live traffic before it replaces a champion, when
+    params.yaml `lifecycle.trial.mode` asks for it (jobs.lifecycle_trial runs and judges the trial)."""
+    loop = trigger.startswith("lifecycle:") and not trigger.startswith("lifecycle:trial")
+    trial = lc.params.lifecycle.trial.mode != "none"
+    return action == "register" and loop and trial and previous is not None and not force
+
+
+def _hold_for_trial(
+    lc: Lifecycle,
+    name: str,
+    version: str,
+    previous: str | None,
+    trigger: str,
+    principal: str | None,
+    gates: dict[str, Any] | None,
+) -> Move:
+    """Passed its gates; the challenger now, `in_trial` until its trial promotes or rejects it."""
+    trial = lc.params.lifecycle.trial
+    what = "requests scored beside the champion" if trial.mode == "shadow" else "customers served by it"
+    text = (
+        f"v{version} passed its gates; a {trial.mode} trial decides ({trial.share:.0%} of {what}, "
+        f"for {trial.duration} and {trial.min_predictions} predictions at least)"
+    )
+    details = _details(name, version, previous, trigger, IN_TRIAL, text, gates, None)
+
+    def then(conn: sa.Connection) -> None:
+        lc.registry.set_version_tags(name, version, {STATUS_TAG: IN_TRIAL})
+        lc.registry.set_alias(name, CHALLENGER, version)
+
+    event_id, _ = lc.events.append("models.trial", details | {"action": "register"}, principal, then=then)
+    logger.info("%s v%s: %s", name, version, text)
+    return Move("register", name, version, previous, IN_TRIAL, text, event_id, gates)
 
 
 def _move(

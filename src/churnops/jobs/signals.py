@@ -53,7 +53,9 @@ SCRAPE_TIMEOUT_S = 3.0
 class SignalSource(Protocol):
     """The champion's (or a baking version's) figures since a time."""
 
-    def signals(self, version: str, since_us: int, min_window: int) -> Signals: ...
+    def signals(self, version: str, since_us: int, min_window: int, *, shadow: bool = False) -> Signals:
+        """`shadow`: the version's shadow scores (a shadow trial) instead of its served answers."""
+        ...
 
 
 @dataclass
@@ -64,12 +66,12 @@ class ServiceSignals:
     model: str
     metrics_url: str | None
 
-    def signals(self, version: str, since_us: int, min_window: int) -> Signals:
+    def signals(self, version: str, since_us: int, min_window: int, *, shadow: bool = False) -> Signals:
         notes: list[str] = []
-        rows = served_predictions(self.lc.sql, self.model, version, since_us)
+        rows = served_predictions(self.lc.sql, self.model, version, since_us, shadow=shadow)
         proba = np.asarray([r["probability"] for r in rows], dtype=np.float64)
-        drift = self._drift(version, rows, proba, min_window, notes)
-        labels, realised = self._realised(version, since_us)
+        drift = self._drift(version, rows, proba, min_window, notes, shadow)
+        labels, realised = self._realised(version, since_us, shadow)
         errors, p95 = self._operational(version, notes)
         return Signals(
             version=version,
@@ -86,11 +88,18 @@ class ServiceSignals:
         )
 
     def _drift(
-        self, version: str, rows: list[dict[str, Any]], proba: Any, min_window: int, notes: list[str]
+        self,
+        version: str,
+        rows: list[dict[str, Any]],
+        proba: Any,
+        min_window: int,
+        notes: list[str],
+        shadow: bool = False,
     ) -> dict[str, Any]:
         if not rows:
             return {"status": "no_data", "message": "no served predictions in the window"}
-        monitored = self._monitored_drift(version, int(rows[-1]["at_us"]), min_window)
+        # The monitor store folds the champion slot's traffic; shadow scores only the ledger holds.
+        monitored = None if shadow else self._monitored_drift(version, int(rows[-1]["at_us"]), min_window)
         if monitored is not None:
             return monitored
         notes.append("drift from the ledger (the monitor store holds no window of this version)")
@@ -125,10 +134,10 @@ class ServiceSignals:
                 return {"status": slot["status"], "message": slot["message"], "prediction_psi": psi}
         return None
 
-    def _realised(self, version: str, since_us: int) -> tuple[int, float | None]:
+    def _realised(self, version: str, since_us: int, shadow: bool = False) -> tuple[int, float | None]:
         labelled = FeedbackStore(LedgerStore(self.lc.sql)).labelled(since_us)
         mine = labelled[(labelled["model_version"] == version) & (labelled["model_name"] == self.model)]
-        mine = mine[mine["role"] != "shadow"]
+        mine = mine[(mine["role"] == "shadow") if shadow else (mine["role"] != "shadow")]
         y = mine["churned"].astype(int).to_numpy()
         if len(mine) == 0 or y.min() == y.max():
             return len(mine), None

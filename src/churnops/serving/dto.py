@@ -124,6 +124,14 @@ class RollbackRequest(BaseModel):
     reason: str | None = Field(None, max_length=500)
 
 
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(
+        False, description="Promote over failed gates or a pending approval: recorded as an override."
+    )
+    reason: str | None = Field(None, max_length=500, description="Why, recorded with the event.")
+
+
 class MoveResponse(BaseModel):
     action: str
     model: str

@@ -1,4 +1,4 @@
-"""Models: champion, challenger, pending approvals, the live slots; history, rollback, approval."""
+"""Models: champion, challenger, pending approvals, the live slots; history, promotion, rollback, approval."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from churnops.core.auth import ADMIN, PREDICT
 from churnops.io.registry import CHALLENGER
 from churnops.jobs.models import approve, history, rollback
 from churnops.jobs.promote import Lifecycle
+from churnops.jobs.promote import promote as promote_path
 from churnops.serving.asgi import principal_id
 from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
@@ -20,6 +21,7 @@ from churnops.serving.dto import (
     ModelHistoryResponse,
     ModelsResponse,
     MoveResponse,
+    PromoteRequest,
     RollbackRequest,
 )
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
@@ -100,6 +102,33 @@ async def models_rollback(
     principal = principal_id(request.scope)
     move = await asyncio.to_thread(
         lambda: rollback(lc, body.to, principal=principal, model=state.model_name, reason=body.reason)
+    )
+    await _follow(state)
+    return move.to_dict()
+
+
+@router.post(
+    "/v1/models/{version}/promote",
+    response_model=MoveResponse,
+    responses=_MOVE_ERRORS,
+    dependencies=[requires(ADMIN)],
+)
+async def models_promote(
+    request: Request,
+    state: StateDep,
+    version: str = Path(pattern=r"^[0-9]{1,12}$"),
+    body: PromoteRequest | None = None,
+) -> dict[str, Any]:
+    """Run the gates against the champion, then make the version champion (or pending approval). A
+    failed gate is 409 naming it; `force` promotes anyway, recorded as an override with the failed
+    gates and the caller (admin scope, like every alias move)."""
+    body = body or PromoteRequest()
+    lc = lifecycle_of(state)
+    principal = principal_id(request.scope)
+    move = await asyncio.to_thread(
+        lambda: promote_path(
+            lc, version, principal=principal, model=state.model_name, force=body.force, reason=body.reason
+        )
     )
     await _follow(state)
     return move.to_dict()

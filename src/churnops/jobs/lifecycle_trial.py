@@ -1,0 +1,196 @@
+"""A trial between the gates and the champion alias: the loop's candidate meets live traffic first.
+
+With params.yaml `lifecycle.trial.mode` set to `shadow` or `experiment`, a version the loop
+retrained that passed its gates is registered `in_trial` (the challenger), not champion
+(jobs.promote). Then:
+
+1. `start_trial` runs an experiment pinned to the champion and the candidate
+   (core.lifecycle.trial_experiment): `experiment` serves the candidate to `share` of the
+   customers, `shadow` scores `share` of the requests with it beside the champion. The experiment
+   reaches every worker through the change feed like any other; only one runs at a time, so a
+   trial waits while someone else's experiment runs.
+2. `trial_step` (every cycle, before anything is retrained) judges the candidate's own traffic
+   on the bake's limits (error rate, latency p95, prediction drift against its reference, AUC
+   against the champion's): a breach rejects it at once; once the trial lasted `duration` with
+   `min_predictions`, it is promoted through the promotion path (its gates run again against the
+   champion of the moment, and a bake follows as after any promotion).
+
+Either way the experiment stops and the decision is recorded: `models.promote` or `models.reject`
+(in `models history`, with the trial's reasons) and a `lifecycle.trial` event with its signals.
+A person can cut a trial short: approving, promoting or rejecting the version ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from churnops.core.lifecycle import judge_bake, trial_experiment, trial_limits
+from churnops.core.lifecycle_params import seconds
+from churnops.errors import Conflict, NotFound
+from churnops.io.experiment_store import RUNNING, ExperimentStore
+from churnops.io.registry import CHAMPION, STATUS_TAG
+from churnops.jobs.experiments import Experiments, create, stop
+from churnops.jobs.lifecycle_steps import CycleResult, SourceFactory, default_source, model_of, reference_of
+from churnops.jobs.promote import IN_TRIAL, Lifecycle
+from churnops.jobs.promote import promote as promote_path
+
+logger = logging.getLogger(__name__)
+
+TRIAL = "trial"  # the lifecycle state key of the trial under way
+
+
+def after_registration(lc: Lifecycle, result: CycleResult, principal: str | None) -> CycleResult:
+    """A cycle whose candidate went `in_trial`: start its trial (the cycle's outcome says so)."""
+    if result.outcome != IN_TRIAL or result.version is None:
+        return result
+    started = start_trial(lc, result.version, principal)
+    result.outcome = started.outcome
+    result.reasons += started.reasons
+    return result
+
+
+def start_trial(lc: Lifecycle, version: str, principal: str | None) -> CycleResult:
+    """Run the trial's experiment for `version` against the champion, or wait for a free slot."""
+    name = lc.model()
+    champion = lc.registry.alias_version(name, CHAMPION)
+    trial = lc.params.lifecycle.trial
+    state: dict[str, Any] = {
+        "model": name,
+        "version": version,
+        "champion": champion,
+        "mode": trial.mode,
+        "experiment": None,
+        "started_us": None,
+    }
+    lc.state.put(TRIAL, state)
+    return _begin(lc, state, principal)
+
+
+def _begin(lc: Lifecycle, state: dict[str, Any], principal: str | None) -> CycleResult:
+    trial = lc.params.lifecycle.trial
+    version = state["version"]
+    experiment = f"lifecycle-v{version}-{time.time_ns() // 1_000_000}"
+    definition = trial_experiment(experiment, state["champion"], version, trial)
+    try:
+        create(_experiments(lc, state["model"]), definition, principal)
+    except Conflict as err:  # another experiment runs: one at a time over the served traffic
+        return CycleResult("trial_waiting", [f"trial of v{version} waits: {err}"], version=version)
+    now_us = time.time_ns() // 1000
+    state |= {"experiment": experiment, "started_us": now_us, "until_us": now_us + _us(trial.duration)}
+    lc.state.put(TRIAL, state)
+    how = "served to" if trial.mode == "experiment" else "scored beside the champion on"
+    reason = (
+        f"trial of v{version} started: experiment {experiment}, {how} {trial.share:.0%} of the traffic "
+        f"for {trial.duration} and {trial.min_predictions} predictions at least"
+    )
+    logger.info("%s", reason)
+    return CycleResult("trial_started", [reason], version=version)
+
+
+def trial_step(
+    lc: Lifecycle, principal: str | None, make_source: SourceFactory = default_source
+) -> CycleResult | None:
+    """Judge the trial under way (None when there is none): `trialling`, `trial_waiting`, `promoted`,
+    `rejected` or `trial_ended` (a person or a rollback decided meanwhile)."""
+    state = lc.state.get(TRIAL)
+    name = model_of(lc)
+    if state is None or name is None or state.get("model") != name:
+        return None
+    version = str(state["version"])
+    status = lc.registry.version_tags(name, version).get(STATUS_TAG)
+    champion = lc.registry.alias_version(name, CHAMPION)
+    ended = None
+    if status != IN_TRIAL:
+        ended = f"trial of v{version} ended: v{version} is {status or 'candidate'} now"
+    elif champion != state["champion"]:
+        ended = f"trial of v{version} ended: the champion moved from v{state['champion']} to v{champion}"
+    if ended is not None:
+        _stop_experiment(lc, state, principal)
+        lc.state.delete(TRIAL)
+        return CycleResult("trial_ended", [ended], version=version)
+    if state["experiment"] is None:
+        return _begin(lc, state, principal)
+    limits = trial_limits(lc.params.lifecycle)
+    shadow = state["mode"] == "shadow"
+    signals = make_source(lc, name).signals(
+        version, int(state["started_us"]), limits.min_predictions, shadow=shadow
+    )
+    replaced = reference_of(lc, name, champion)
+    verdict = judge_bake(limits, signals, replaced, started_s=state["started_us"] / 1e6, now_s=time.time())
+    data = {"signals": signals.to_dict(), "champion": asdict(replaced), "experiment": state["experiment"]}
+    if verdict.outcome == "baking":
+        reasons = [f"trial of v{version} ({state['mode']}): {'; '.join(verdict.reasons)}"]
+        return CycleResult("trialling", reasons, version=version, data=data)
+    _stop_experiment(lc, state, principal)
+    why = "; ".join(verdict.reasons)
+    if verdict.outcome == "breach":
+        result = _reject(lc, name, version, champion, f"trial breach: {why}", principal)
+    else:
+        result = _promote(lc, name, version, state, f"trial passed: {why}", principal)
+    result.data = data
+    result.finished_us = time.time_ns() // 1000
+    event_id, _ = lc.events.append(
+        "lifecycle.trial", result.to_dict(), principal, then=lambda conn: lc.state.delete(TRIAL, conn)
+    )
+    result.event_id = result.event_id or event_id
+    return result
+
+
+def _promote(
+    lc: Lifecycle, name: str, version: str, state: dict[str, Any], reason: str, principal: str | None
+) -> CycleResult:
+    trigger = f"lifecycle:trial:{state['experiment']}"
+    try:
+        move = promote_path(lc, version, trigger=trigger, principal=principal, model=name, reason=reason)
+    except Conflict as err:  # its gates, run again against today's champion, refused it
+        return CycleResult("rejected", [reason, str(err)], version=version)
+    outcome = "promoted" if move.outcome == CHAMPION else move.outcome
+    return CycleResult(outcome, [reason, move.reason], version=version, event_id=move.event_id)
+
+
+def _reject(
+    lc: Lifecycle, name: str, version: str, champion: str | None, reason: str, principal: str | None
+) -> CycleResult:
+    details = {
+        "model": name,
+        "from": champion,
+        "to": version,
+        "trigger": "lifecycle:trial",
+        "outcome": "rejected",
+        "reason": f"v{version} refused: {reason}",
+        "gates": None,
+        "override": None,
+        "action": "trial",
+    }
+
+    def then(conn: Any) -> None:
+        lc.registry.set_version_tags(name, version, {STATUS_TAG: "rejected"})
+
+    event_id, _ = lc.events.append("models.reject", details, principal, then=then)
+    logger.info("%s v%s: %s", name, version, details["reason"])
+    return CycleResult("rejected", [reason], version=version, event_id=event_id)
+
+
+def _stop_experiment(lc: Lifecycle, state: dict[str, Any], principal: str | None) -> None:
+    """End the trial's experiment if it still runs (serving goes back to the aliases within 2 s)."""
+    experiment = state.get("experiment")
+    if experiment is None:
+        return
+    ctx = _experiments(lc, state["model"])
+    try:
+        running = ctx.store.get(experiment).status == RUNNING
+    except NotFound:
+        running = False
+    if running:
+        stop(ctx, experiment, principal)
+
+
+def _experiments(lc: Lifecycle, model: str) -> Experiments:
+    return Experiments(lc.settings, lc.sql, ExperimentStore(lc.sql), lc.events, lc.registry, model)
+
+
+def _us(duration: str) -> int:
+    return int(seconds(duration) * 1e6)
