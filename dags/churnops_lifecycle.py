@@ -2,13 +2,17 @@
 
     bake -> plan -> ingest -> validate -> featurize -> train -> evaluate -> register -> record
 
-- `bake` judges the bake after the last promotion (a breach rolls back on its own);
+- `bake` judges the bake after the last promotion (a breach rolls back on its own), then the
+  trial under way when params.yaml `lifecycle.trial` asks for one (a breach rejects the
+  candidate; a trial that held promotes it);
 - `plan` checks the triggers of params.yaml `lifecycle:` and writes the retraining data into
-  the run's own working directory; it exits 99 when nothing fired (Airflow skips the rest);
+  the run's own working directory; it exits 99 when nothing fired or a bake or trial is under
+  way (Airflow skips the rest);
 - the pipeline stages run on that working directory; `register` runs the promotion path
-  (gates -> challenger -> champion, pending approval or rejected);
-- `record` keeps the outcome as a `lifecycle.cycle` event, also when a stage failed (data that
-  fails validation is recorded as rejected, with its report).
+  (gates -> challenger -> champion, pending approval, in trial or rejected);
+- `record` starts the trial of a candidate in trial and keeps the outcome as a `lifecycle.cycle`
+  event, also when a stage failed (data that fails validation is recorded as rejected, with its
+  report).
 
 Airflow runs in its own virtualenv (`make airflow`: it needs an older FastAPI than the service);
 the tasks call the churnops CLI of the service's environment: set CHURNOPS_BIN to its path
