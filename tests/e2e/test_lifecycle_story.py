@@ -132,7 +132,7 @@ def test_the_lifecycle_story(tmp_path: Path, stores: dict[str, str]) -> None:
     params = write_params(
         tmp_path / "params.yaml",
         lifecycle={
-            "new_data": {"glob": str(incoming / "*.csv")},
+            "new_data": {"glob": str(incoming / "*.csv"), "settle": "0s"},
             "drift": {"window": "1h", "min_predictions": 500},
             "bake": {"duration": "5s", "min_predictions": 100, "max_latency_p95_ms": 1000},
         },

@@ -47,7 +47,7 @@ def test_the_dag_runs_one_cycle_a_task_per_step(tmp_path: Path) -> None:
     train(settings, customers(3000, seed=1, noise=0.2), tmp_path, "v1")
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    write_params(tmp_path / "params.yaml", lifecycle={"new_data": {"glob": "incoming/*.csv"}})
+    write_params(tmp_path / "params.yaml", lifecycle={"new_data": {"glob": "incoming/*.csv", "settle": "0s"}})
     write_table(customers(6000, seed=2, prefix="N"), incoming / "2026-12.csv")
 
     run = dag_test(tmp_path, settings.home, tmp_path / "airflow")

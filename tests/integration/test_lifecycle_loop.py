@@ -39,8 +39,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "churn-synthetic"
 
 
-def loop_params(incoming: Path, **lifecycle: object) -> dict:
-    return {"new_data": {"glob": str(incoming / "*.csv")}, "service_url": "http://127.0.0.1:9", **lifecycle}
+def loop_params(incoming: Path, settle: str = "0s", **lifecycle: object) -> dict:
+    new_data = {"glob": str(incoming / "*.csv"), "settle": settle}
+    return {"new_data": new_data, "service_url": "http://127.0.0.1:9", **lifecycle}
 
 
 def test_new_data_retrains_in_its_own_directory_and_the_promotion_bakes(tmp_path: Path) -> None:
@@ -146,7 +147,11 @@ def test_two_watchers_side_by_side_run_one_cycle_at_a_time(tmp_path: Path) -> No
     assert first["status"] == "champion", first["reason"]
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    params = write_params(tmp_path / "params.yaml", lifecycle=loop_params(incoming, bake={"duration": "0s"}))
+    # The file is written while both watch: `settle` keeps them off it until it is complete (without
+    # it a watcher could train on half a file: two cycles for one file).
+    params = write_params(
+        tmp_path / "params.yaml", lifecycle=loop_params(incoming, settle="3s", bake={"duration": "0s"})
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_", "REDIS_"))}
     env["CHURNOPS_HOME"] = str(settings.home)
     cmd = [sys.executable, "-m", "churnops", "lifecycle", "watch", "--every", "0.5s", "--params", str(params)]

@@ -32,7 +32,7 @@ MODEL = "churn-synthetic"
 
 def trial_params(incoming: Path, mode: str, max_psi: float) -> object:
     lifecycle = {
-        "new_data": {"glob": str(incoming / "*.csv")},
+        "new_data": {"glob": str(incoming / "*.csv"), "settle": "0s"},
         "service_url": "http://127.0.0.1:9",  # no service metrics here: the ledger's figures decide
         "trial": {"mode": mode, "duration": "1s", "share": 0.5, "min_predictions": 60},
         "bake": {"duration": "0s", "max_prediction_psi": max_psi},

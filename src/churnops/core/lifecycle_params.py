@@ -5,7 +5,7 @@
       min_interval: 1h          # drift, decay and the schedule retrain at most this often
       drift: {enabled: true, window: 1h, min_predictions: 1000}
       performance: {enabled: true, window: 30d, min_labels: 200, min_predictions: 1000, max_auc_drop: 0.05}
-      new_data: {glob: null, table: null, watermark_column: null}
+      new_data: {glob: null, settle: 10s, table: null, watermark_column: null}
       retrain: {source: auto, ledger_window: 90d, min_rows: 1000}
       trial: {mode: none, duration: 1h, share: 0.1, min_predictions: 200}  # or shadow | experiment
       bake: {duration: 1h, min_predictions: 200, max_error_rate: 0.01, max_latency_p95_ms: 100,
@@ -84,10 +84,12 @@ class PerformanceTrigger(BaseModel):
 
 class NewDataTrigger(BaseModel):
     """New labelled data: files matching `glob` not seen before, or rows of a SQL `table` past the
-    watermark (the largest `watermark_column` value already trained on)."""
+    watermark (the largest `watermark_column` value already trained on). A file counts once it has
+    not changed for `settle` (one still being written or copied is left for a later cycle)."""
 
     model_config = _FROZEN
     glob: str | None = None
+    settle: MaybeZero = "10s"
     table: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     watermark_column: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 

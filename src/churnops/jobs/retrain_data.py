@@ -9,6 +9,7 @@ files; the ledger path drops their pseudonyms before the join).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from churnops.core.expectations import ReferenceProfile as ValidationReference
 from churnops.core.ledger import pseudonym
-from churnops.core.lifecycle_params import NewDataTrigger
+from churnops.core.lifecycle_params import NewDataTrigger, seconds
 from churnops.core.spec import DatasetSpec
 from churnops.errors import ConfigError, DataError
 from churnops.io import privacy_store
@@ -52,10 +53,17 @@ def find_new_data(lc: Lifecycle, trigger: NewDataTrigger, base: Path) -> list[Ne
     if trigger.glob:
         pattern = trigger.glob if Path(trigger.glob).is_absolute() else str(base / trigger.glob)
         root = Path(pattern).anchor or "/"
+        settled_before = time.time() - seconds(trigger.settle)
         for path in sorted(Path(root).glob(str(Path(pattern).relative_to(root))), key=_mtime):
             mark = _fingerprint(path)
-            if path.is_file() and seen.get(str(path)) != mark:
-                found.append(NewData(path.name, path=path, mark=mark))
+            if not path.is_file() or seen.get(str(path)) == mark:
+                continue
+            if _mtime(path) > settled_before:
+                logger.info(
+                    "new data %s changed within %s: left for a later cycle", path.name, trigger.settle
+                )
+                continue
+            found.append(NewData(path.name, path=path, mark=mark))
     if trigger.table and trigger.watermark_column:
         table = _table_news(lc, trigger.table, trigger.watermark_column)
         if table is not None:
