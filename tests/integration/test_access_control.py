@@ -31,7 +31,8 @@ from churnops.errors import ConfigError
 from churnops.io.key_store import SqlKeyStore
 from churnops.jobs.keys import NewKey, revoke_key
 from churnops.serving.app import serving_app
-from churnops.serving.auth import AccessControl, build_table
+from churnops.serving.auth import AccessControl
+from churnops.serving.scopes import build_table
 from churnops.settings import Settings
 from tests.access_helpers import (
     AUDIENCE,

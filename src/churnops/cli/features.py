@@ -51,7 +51,7 @@ def features_materialize(
 def _champion_feature_set(settings: Settings) -> str | None:
     """The feature set the serving champion reads (None: no champion yet, use the newest set)."""
     from churnops.errors import ChurnopsError
-    from churnops.jobs.pipeline import registry_for
+    from churnops.jobs.registry_access import registry_for
 
     registry = registry_for(settings)
     try:

@@ -24,7 +24,7 @@ app = typer.Typer(
 @app.command("list")
 def models_list(as_json: JsonOption = False, model: ModelOption = None) -> None:
     """List registered versions with aliases, status (pending_approval, rejected...), metrics and lineage."""
-    from churnops.jobs.pipeline import registry_for
+    from churnops.jobs.registry_access import registry_for
 
     settings = load_settings()
     versions = registry_for(settings).list_versions(model or settings.model_name)

@@ -53,7 +53,7 @@ class Experiments:
 
 @contextmanager
 def open_experiments(settings: Settings, keys: Secrets | None = None) -> Iterator[Experiments]:
-    from churnops.jobs.pipeline import registry_for
+    from churnops.jobs.registry_access import registry_for
 
     if settings.sql_store_url.startswith("sqlite"):
         settings.ensure_home()

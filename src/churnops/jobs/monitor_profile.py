@@ -21,7 +21,8 @@ from churnops.errors import DataError
 from churnops.io.datasets import read_table
 from churnops.jobs.evaluate import reference_profile
 from churnops.jobs.featurize import load_split
-from churnops.jobs.pipeline import default_workdir, registry_for
+from churnops.jobs.pipeline import default_workdir
+from churnops.jobs.registry_access import registry_for
 from churnops.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import pandas as pd
 from churnops.core.params import Params
 from churnops.core.spec import DatasetSpec
 from churnops.io.offline_store import SqlOfflineStore, open_offline_store
-from churnops.io.registry import MlflowRegistry
+from churnops.jobs.registry_access import registry_for
 from churnops.jobs.workdir import Workdir
 from churnops.settings import Settings
 
@@ -51,11 +51,6 @@ def offline_store(settings: Settings) -> Iterator[SqlOfflineStore]:
         yield store
     finally:
         store.close()
-
-
-def registry_for(settings: Settings) -> MlflowRegistry:
-    settings.ensure_home()
-    return MlflowRegistry(settings.tracking_uri, settings.artifact_root, settings.experiment_name)
 
 
 def privacy_filter(settings: Settings) -> Callable[[pd.Series], Any] | None:

@@ -84,7 +84,7 @@ def open_lifecycle(
     settings: Settings, params: Params | None = None, registry: MlflowRegistry | None = None
 ) -> Iterator[Lifecycle]:
     from churnops.io.datasets import load_params
-    from churnops.jobs.pipeline import registry_for
+    from churnops.jobs.registry_access import registry_for
 
     if settings.sql_store_url.startswith("sqlite"):
         settings.ensure_home()

@@ -3,9 +3,10 @@
     request context -> Authentication -> RateLimit -> fast prediction routes -> FastAPI
 
 `Authentication` finds the route's rule in the `ScopeTable` (built once from the FastAPI
-app's routes: each declares its scopes with `requires(...)` or `public()`), accepts an API
-key (`X-API-Key`) or a JWT (`Authorization: Bearer`), checks the HMAC signature of signed
-keys on the raw body, checks scopes, and puts the `Principal` in `scope["state"]["principal"]`.
+app's routes, each declaring its scopes with `requires(...)` or `public()`: serving.scopes),
+accepts an API key (`X-API-Key`: serving.key_cache) or a JWT (`Authorization: Bearer`:
+serving.tokens), checks the HMAC signature of signed keys on the raw body, checks scopes, and
+puts the `Principal` in `scope["state"]["principal"]`.
 Deny by default: an unknown path or method needs an authenticated caller (then FastAPI's
 404/405), a route that declares no scope is refused to everybody.
 
@@ -21,15 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
-
-from fastapi import Depends, Request, Security, routing
-from fastapi.params import Depends as DependsParam
-from fastapi.routing import APIRoute
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.routing import Route
+from typing import TYPE_CHECKING, Any
 
 from churnops.core import auth, signing
 from churnops.core.auth import ANONYMOUS, OPEN, Principal, Rate, ScopeTable
@@ -37,7 +30,6 @@ from churnops.core.gcra import header_fields
 from churnops.errors import (
     AccessError,
     ConfigError,
-    Forbidden,
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
@@ -54,261 +46,21 @@ from churnops.serving.asgi import (
     send_json,
 )
 from churnops.serving.errors import error_headers, error_response
+from churnops.serving.key_cache import KeyCache, KeyEntry
+from churnops.serving.scopes import MISSING, authorize, build_table
 from churnops.serving.tokens import TokenVerifier, hs_secret
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from churnops.io.key_store import KeyRecord, SqlKeyStore
+    from churnops.io.key_store import SqlKeyStore
     from churnops.io.nonce_store import NonceStore
     from churnops.io.rate_limiter import Lease, RateLimiter
-    from churnops.io.secrets import Secrets
     from churnops.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-UNDECLARED = frozenset({"<route declares no scope>"})
-MISSING = (
-    "missing credentials: send `X-API-Key: cho_...` (make one with `churnops keys create --name NAME"
-    " --scopes predict`) or `Authorization: Bearer <JWT>`"
-)
 REFRESH_SECONDS = 1.0  # revocations reach every worker within this plus one poll
-
-
-# -- route declarations (FastAPI side) ---------------------------------------------------------
-
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="cho_<key id>_<secret>")
-BEARER = HTTPBearer(auto_error=False, description="JWT (HS256, RS256, ES256 or EdDSA)")
-
-
-class RequireScopes:
-    """Route dependency declaring the scopes a route needs (read by `build_table` at start-up).
-
-    At request time it checks again (defense in depth) and returns the principal."""
-
-    def __init__(self, *scopes: str) -> None:
-        self.scopes = auth.parse_scopes(scopes)
-
-    async def __call__(
-        self,
-        request: Request,
-        _key: Annotated[str | None, Security(API_KEY)] = None,
-        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-    ) -> Principal:
-        principal: Principal | None = request.scope.get("state", {}).get("principal")
-        if principal is None:
-            raise Unauthenticated(MISSING, "missing")
-        authorize(principal, self.scopes)
-        return principal
-
-
-class Public:
-    """Route dependency declaring a route open (no credentials): probes and metrics."""
-
-    async def __call__(self) -> None:
-        return None
-
-
-class OpenOutsideProduction(Public):
-    """Route dependency: open in development and staging, `scopes` needed in production
-    (DESIGN: the dashboard is open in development)."""
-
-    def __init__(self, *scopes: str) -> None:
-        self.scopes = auth.parse_scopes(scopes)
-
-
-def open_outside_production(*scopes: str) -> DependsParam:
-    marker: DependsParam = Depends(OpenOutsideProduction(*scopes))
-    return marker
-
-
-def requires(*scopes: str) -> DependsParam:
-    """`dependencies=[requires(ADMIN)]` on a route or a router."""
-    marker: DependsParam = Depends(RequireScopes(*scopes))
-    return marker
-
-
-def public() -> DependsParam:
-    marker: DependsParam = Depends(Public())
-    return marker
-
-
-def authorize(principal: Principal, required: frozenset[str]) -> None:
-    if required <= principal.scopes:
-        return
-    missing = required - principal.scopes
-    if required is UNDECLARED:
-        raise Forbidden("this route declares no scope: refused to everybody (deny by default)", "undeclared")
-    raise Forbidden(f"this route needs scope {sorted(missing)[0]!r}, which the caller lacks", "forbidden")
-
-
-def _declared(dependant: Any, production: bool = False) -> frozenset[str] | None:
-    scopes: set[str] = set()
-    is_open = False
-    for dependency in dependant.dependencies:
-        if isinstance(dependency.call, RequireScopes) or (
-            isinstance(dependency.call, OpenOutsideProduction) and production
-        ):
-            scopes |= dependency.call.scopes
-        elif isinstance(dependency.call, Public):
-            is_open = True
-        inner = _declared(dependency, production)
-        if inner is OPEN:
-            is_open = True
-        elif inner:
-            scopes |= inner
-    if scopes:
-        return frozenset(scopes)
-    return OPEN if is_open else None
-
-
-def _routes(app: FastAPI) -> list[Any]:
-    """Every route with its effective dependencies (router-level ones included). FastAPI >= 0.16x
-    keeps included routers as branches; `iter_route_contexts` flattens them."""
-    iterate = getattr(routing, "iter_route_contexts", None)
-    return list(iterate(app.routes)) if iterate is not None else list(app.routes)
-
-
-def build_table(app: FastAPI, production: bool = False) -> tuple[ScopeTable, list[str]]:
-    """Walk every route of the app: (the table, routes that declare nothing and are refused)."""
-    table = ScopeTable()
-    undeclared: list[str] = []
-    docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url} - {None}
-    for route in _routes(app):
-        original = getattr(route, "original_route", route)
-        methods = sorted(getattr(route, "methods", None) or {"GET"})
-        path = str(getattr(route, "path", None) or "")
-        if isinstance(original, APIRoute):
-            scopes = _declared(route.dependant, production)
-        elif isinstance(original, Route) and path in docs:
-            scopes = OPEN
-        else:
-            scopes = None
-        if scopes is None:
-            undeclared += [f"{m} {path or type(original).__name__}" for m in methods]
-            scopes = UNDECLARED
-        if path:
-            table.add(path, methods, scopes)
-    if undeclared:
-        logger.warning("routes without a declared scope, refused to everybody: %s", ", ".join(undeclared))
-    return table, undeclared
-
-
-# -- API key cache -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class KeyEntry:
-    principal: Principal
-    signing_secret: str | None
-    expires_at: float | None  # epoch seconds
-
-
-class KeyCache:
-    """Presented key -> principal, verified once per distinct key; revocations drop entries.
-
-    `apply_change({"key_id", "action": "revoked"})` is the change-feed seam; `refresh()` polls
-    the store for revocations of the keys this worker holds (the fallback every second)."""
-
-    def __init__(
-        self,
-        store: SqlKeyStore,
-        secrets: Secrets,
-        default_rate: Rate,
-        negative_ttl_s: float = 2.0,
-        max_entries: int = 10_000,
-    ) -> None:
-        self.store = store
-        self.secrets = secrets
-        self.default_rate = default_rate
-        self.negative_ttl_s = negative_ttl_s
-        self.max_entries = max_entries
-        self.verified: dict[str, KeyEntry] = {}
-        self.records: dict[str, KeyRecord] = {}
-        self.unknown: dict[str, float] = {}  # key id -> monotonic time its absence expires
-        self.revoked: set[str] = set()
-        self.rates: dict[str, Rate] = {}
-        self.lookups = asyncio.Semaphore(4)
-
-    async def resolve(self, presented: str) -> KeyEntry:
-        entry = self.verified.get(presented)
-        if entry is not None:
-            if entry.expires_at is not None and time.time() >= entry.expires_at:
-                raise Unauthenticated("API key has expired: make a new one", "expired_key")
-            return entry
-        return await self._verify(presented)
-
-    async def _verify(self, presented: str) -> KeyEntry:
-        try:
-            key_id, secret = auth.parse_key(presented)
-        except auth.MalformedKey as err:
-            raise Unauthenticated(str(err), "malformed_key") from err
-        record = await self._record(key_id)
-        if record is None or not auth.secret_matches(self.secrets.pepper, secret, record.secret_hash):
-            raise Unauthenticated("unknown API key", "unknown_key")
-        if record.revoked_at_us is not None or key_id in self.revoked:
-            raise Unauthenticated(f"API key {key_id} is revoked", "revoked_key")
-        expires_at = record.expires_at_us / 1e6 if record.expires_at_us is not None else None
-        if expires_at is not None and time.time() >= expires_at:
-            raise Unauthenticated("API key has expired: make a new one", "expired_key")
-        entry = KeyEntry(self._principal(record), self._signing_secret(record), expires_at)
-        if len(self.verified) >= self.max_entries:
-            self.verified.clear()
-        self.verified[presented] = entry
-        return entry
-
-    async def _record(self, key_id: str) -> KeyRecord | None:
-        record = self.records.get(key_id)
-        if record is not None:
-            return record
-        if self.unknown.get(key_id, 0.0) > time.monotonic():
-            return None
-        async with self.lookups:  # well-formed unknown keys cannot flood the database
-            record = await asyncio.to_thread(self.store.get, key_id)
-        if record is None:
-            if len(self.unknown) >= self.max_entries:
-                self.unknown.clear()
-            self.unknown[key_id] = time.monotonic() + self.negative_ttl_s
-            return None
-        if key_id not in self.revoked:  # a revocation may have landed while we read
-            self.records[key_id] = record
-        return record
-
-    def _principal(self, record: KeyRecord) -> Principal:
-        rate = self.default_rate
-        if record.rate_limit:
-            rate = self.rates.get(record.rate_limit) or self.rates.setdefault(
-                record.rate_limit, auth.parse_rate(record.rate_limit)
-            )
-        key_id = record.key_id
-        return Principal("key", key_id, record.scopes, f"key:{key_id}", rate)
-
-    def _signing_secret(self, record: KeyRecord) -> str | None:
-        if not record.signed:
-            return None
-        from churnops.jobs.keys import open_signing_secret
-
-        return open_signing_secret(self.secrets, record)
-
-    def apply_change(self, payload: Mapping[str, Any]) -> None:
-        """Change-feed seam (topic `keys`): `{"key_id": ..., "action": "revoked"}`."""
-        key_id = payload.get("key_id")
-        if payload.get("action") != "revoked" or not isinstance(key_id, str):
-            return
-        self.revoked.add(key_id)
-        self.records.pop(key_id, None)
-        self.verified = {k: e for k, e in self.verified.items() if e.principal.subject != key_id}
-        logger.info("api key %s revoked: dropped from this worker's cache", key_id)
-
-    async def refresh(self) -> int:
-        """Poll the store for revocations among the keys this worker holds; returns how many."""
-        held = [k for k in self.records if k not in self.revoked]
-        if not held:
-            return 0
-        revoked = await asyncio.to_thread(self.store.revoked_among, held)
-        for key_id in revoked:
-            self.apply_change({"key_id": key_id, "action": "revoked"})
-        return len(revoked)
 
 
 # -- the access-control service object ---------------------------------------------------------------

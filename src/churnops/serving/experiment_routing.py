@@ -124,7 +124,6 @@ class ShadowRunner:
         self, state: ServiceState, job: ShadowJob, name: str, route: Route, stored: tuple[Any, str]
     ) -> None:
         from churnops.serving import scorer
-        from churnops.serving.predict_api import ledger_entry
 
         try:
             now_ns = time.time_ns()
@@ -136,7 +135,7 @@ class ShadowRunner:
                 state.monitor.observe(route.slot, record, result["churn_probability"], -1.0)
             if state.ledger is not None:
                 state.ledger.submit(
-                    ledger_entry(
+                    scorer.ledger_entry(
                         route.slot,
                         result,
                         record,

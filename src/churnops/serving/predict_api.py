@@ -22,6 +22,7 @@ from churnops.errors import AuditUnavailable, InvalidRequest, NotFound, PayloadT
 from churnops.serving import scorer
 from churnops.serving.errors import classify, error_response
 from churnops.serving.experiment_routing import ShadowJob
+from churnops.serving.scorer import ledger_entry
 
 if TYPE_CHECKING:
     from churnops.serving.features import FeatureSource
@@ -130,40 +131,6 @@ async def handle_predict(
         slot.variant, slot.version, result["feature_source"], time.perf_counter() - started, "ok"
     )
     return 200, orjson.dumps(result)
-
-
-def ledger_entry(
-    slot: ModelSlot,
-    result: dict[str, Any],
-    record: Mapping[str, Any],
-    reasons: list[tuple[str, float]],
-    request_id: str,
-    principal: str | None,
-    now_ns: int,
-    role: str = SERVED,
-    experiment: str | None = None,
-    bucket: int | None = None,
-) -> Prediction:
-    """What the ledger keeps of one answered prediction (sealed and chained off the hot path)."""
-    return Prediction(
-        result["prediction_id"],
-        now_ns // 1000,
-        request_id,
-        result["customer_id"],
-        principal,
-        slot.model_name,
-        slot.version,
-        slot.variant,
-        experiment,
-        bucket,
-        role,
-        result["churn_probability"],
-        result["churn"],
-        slot.threshold,
-        reasons,
-        result["feature_source"],
-        record,
-    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from churnops.core.ledger import SERVED
+from churnops.core.ledger_rows import Prediction
 from churnops.core.spec import DatasetSpec
 from churnops.errors import InvalidRequest, NotFound
 from churnops.serving.features import SOURCE_DEFAULT
@@ -102,3 +104,37 @@ def predict(
         "request_id": request_id,
     }
     return response, record, reasons
+
+
+def ledger_entry(
+    slot: ModelSlot,
+    result: dict[str, Any],
+    record: Mapping[str, Any],
+    reasons: list[tuple[str, float]],
+    request_id: str,
+    principal: str | None,
+    now_ns: int,
+    role: str = SERVED,
+    experiment: str | None = None,
+    bucket: int | None = None,
+) -> Prediction:
+    """What the ledger keeps of one answered prediction (sealed and chained off the hot path)."""
+    return Prediction(
+        result["prediction_id"],
+        now_ns // 1000,
+        request_id,
+        result["customer_id"],
+        principal,
+        slot.model_name,
+        slot.version,
+        slot.variant,
+        experiment,
+        bucket,
+        role,
+        result["churn_probability"],
+        result["churn"],
+        slot.threshold,
+        reasons,
+        result["feature_source"],
+        record,
+    )

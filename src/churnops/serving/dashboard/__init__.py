@@ -23,10 +23,10 @@ from starlette.responses import HTMLResponse
 from churnops.core.auth import PREDICT
 from churnops.io.registry import CHALLENGER
 from churnops.jobs import monitor
-from churnops.serving.auth import open_outside_production
 from churnops.serving.deps import StateDep
 from churnops.serving.metrics import LATENCY_BUCKETS, sum_counts, sum_histograms
 from churnops.serving.monitoring import context_of
+from churnops.serving.scopes import open_outside_production
 from churnops.serving.state import ServiceState
 
 router = APIRouter(tags=["dashboard"], dependencies=[open_outside_production(PREDICT)])

@@ -12,10 +12,10 @@ from churnops.core.auth import ADMIN, PREDICT
 from churnops.core.experiments import ExperimentDefinition
 from churnops.jobs import experiments as jobs
 from churnops.serving.asgi import principal_id
-from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
+from churnops.serving.scopes import requires
 
 # reads: predict; writes: admin. 400: a body that is not JSON at all.
 router = APIRouter(tags=["experiments"], responses={**AUTH_ERRORS, 400: ERRORS[400]})

@@ -11,10 +11,10 @@ from churnops.core.auth import PREDICT
 from churnops.jobs.feedback import Label, record_labels, record_one
 from churnops.jobs.feedback import parse_time_us as _time_us
 from churnops.serving.asgi import principal_id
-from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse, FeedbackBatchRequest, FeedbackRequest, FeedbackResponse
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
+from churnops.serving.scopes import requires
 
 # 400: a body that is not JSON at all (FastAPI's parser says so before any field is read)
 router = APIRouter(

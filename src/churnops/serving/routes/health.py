@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from churnops.errors import NotFound, NotReady
-from churnops.serving.auth import public
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse
 from churnops.serving.metrics import CONTENT_TYPE
+from churnops.serving.scopes import public
 
 router = APIRouter(tags=["health"], dependencies=[public()])
 

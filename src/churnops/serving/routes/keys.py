@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from churnops.core.auth import ADMIN, Principal
 from churnops.errors import NotReady
 from churnops.jobs import keys as key_jobs
-from churnops.serving.auth import AccessControl, RequireScopes
+from churnops.serving.auth import AccessControl
 from churnops.serving.dto import ErrorResponse, KeyCreated, KeyCreateRequest, KeyInfo
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
+from churnops.serving.scopes import RequireScopes
 
 router = APIRouter(tags=["keys"], responses=AUTH_ERRORS)
 Admin = Annotated[Principal, Depends(RequireScopes(ADMIN))]

@@ -14,7 +14,6 @@ from churnops.jobs.models import approve, history, rollback
 from churnops.jobs.promote import Lifecycle
 from churnops.jobs.promote import promote as promote_path
 from churnops.serving.asgi import principal_id
-from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import (
     ErrorResponse,
@@ -25,6 +24,7 @@ from churnops.serving.dto import (
     RollbackRequest,
 )
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
+from churnops.serving.scopes import requires
 from churnops.serving.state import ServiceState
 
 # Reads need `predict`, alias moves `admin` (scopes add up, so each route declares its own).

@@ -12,10 +12,10 @@ from churnops.core.auth import PREDICT
 from churnops.core.performance import KINDS, REALISED_METRICS
 from churnops.errors import InvalidRequest
 from churnops.jobs import monitor
-from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.monitoring import context_of
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
+from churnops.serving.scopes import requires
 
 router = APIRouter(tags=["monitoring"], dependencies=[requires(PREDICT)], responses=AUTH_ERRORS)
 

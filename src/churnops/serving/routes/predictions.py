@@ -7,12 +7,12 @@ from starlette.responses import Response
 
 from churnops.core.auth import PREDICT
 from churnops.serving.asgi import principal_id
-from churnops.serving.auth import requires
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import BatchResponseModel, PredictResponseModel
 from churnops.serving.openapi import request_body
 from churnops.serving.predict_api import handle_batch, handle_predict
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS, request_id
+from churnops.serving.scopes import requires
 
 router = APIRouter(tags=["predictions"], dependencies=[requires(PREDICT)], responses=AUTH_ERRORS)
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Path, Request
 from churnops.core.auth import AUDIT
 from churnops.jobs.privacy import erase_customer, export_customer, opt_out_customer
 from churnops.serving.asgi import principal_id
-from churnops.serving.auth import requires
 from churnops.serving.change_handlers import forget_subject
 from churnops.serving.deps import StateDep
 from churnops.serving.dto import ErrorResponse, PrivacyActionResponse
 from churnops.serving.routes._common import AUTH_ERRORS, ERRORS
+from churnops.serving.scopes import requires
 
 router = APIRouter(tags=["privacy"], dependencies=[requires(AUDIT)], responses=AUTH_ERRORS)
 
