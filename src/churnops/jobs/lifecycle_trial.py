@@ -17,7 +17,8 @@ retrained that passed its gates is registered `in_trial` (the challenger), not c
 
 Either way the experiment stops and the decision is recorded: `models.promote` or `models.reject`
 (in `models history`, with the trial's reasons) and a `lifecycle.trial` event with its signals.
-A person can cut a trial short: approving, promoting or rejecting the version ends it.
+A person can cut a trial short: promoting the candidate (`models promote`) or moving the champion
+ends it. Like a bake, a trial without traffic goes on (and holds the loop) until it has its predictions.
 """
 
 from __future__ import annotations
