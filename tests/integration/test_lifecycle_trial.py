@@ -19,6 +19,7 @@ from churnops.io.lifecycle_store import served_predictions
 from churnops.io.registry import MlflowRegistry
 from churnops.io.sql_store import SqlStore
 from churnops.jobs.lifecycle import run_cycle
+from churnops.jobs.promote import open_lifecycle, promote
 from churnops.serving.app import serving_app
 from churnops.settings import Settings
 from tests.access_helpers import all_scopes
@@ -136,3 +137,19 @@ def test_a_shadow_trial_that_breaches_rejects_the_candidate(tmp_path: Path) -> N
     assert "trial breach" in events[0]["reason"]
     after = run_cycle(settings, params, principal="test")  # the trial is over: the loop is free again
     assert after.outcome == "idle", after.reasons
+
+
+def test_promoting_the_candidate_by_hand_ends_its_trial_with_the_move(tmp_path: Path) -> None:
+    settings, params, ids = start(tmp_path, "experiment", max_psi=5.0)
+    status = json.loads(cli(settings.home, "lifecycle", "status", "--json").stdout)
+    experiment = status["trial"]["experiment"]
+    with open_lifecycle(settings, params) as lc:
+        move = promote(lc, "2", principal="an operator")
+    assert move.outcome == "champion"
+    assert experiment_of(settings, experiment) == "stopped"  # with the move, not at the next cycle
+    assert set(serve(settings, ids[:40])) == {"2"}  # serving follows the alias again, for everyone
+    after = run_cycle(settings, params, principal="test")
+    assert after.outcome == "idle", after.reasons
+    assert after.reasons[0] == "trial of v2 ended: v2 is champion now"
+    status = json.loads(cli(settings.home, "lifecycle", "status", "--json").stdout)
+    assert status["trial"] is None

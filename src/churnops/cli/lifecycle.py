@@ -137,8 +137,7 @@ def lifecycle_plan(
     (`input.parquet`, `spec.yaml`, `plan.json`); exit 99 (skip) when none does or a bake runs."""
     from churnops.io.datasets import load_params, load_spec
     from churnops.jobs.lifecycle_steps import plan, prepare
-    from churnops.jobs.lifecycle_trial import TRIAL
-    from churnops.jobs.promote import BAKE, open_lifecycle
+    from churnops.jobs.promote import BAKE, TRIAL, open_lifecycle
     from churnops.jobs.workdir import Workdir
 
     with database_errors(), open_lifecycle(load_settings(), load_params(params)) as lc:

@@ -45,8 +45,8 @@ from churnops.jobs.lifecycle_steps import (
     prepare,
     record,
 )
-from churnops.jobs.lifecycle_trial import TRIAL, after_registration, trial_step
-from churnops.jobs.promote import BAKE, Lifecycle, open_lifecycle
+from churnops.jobs.lifecycle_trial import after_registration, trial_step
+from churnops.jobs.promote import BAKE, TRIAL, Lifecycle, open_lifecycle
 from churnops.jobs.retrain_data import WATERMARK
 from churnops.settings import Settings
 
@@ -99,6 +99,7 @@ def _cycle(
             if baked and baked.version
             else []
         )
+        done += trialled.reasons if trialled is not None else []
         return _remember(lc, CycleResult("idle", done + planned.reasons()))
     return _retrain(lc, planned, principal, spec)
 

@@ -18,7 +18,8 @@ retrained that passed its gates is registered `in_trial` (the challenger), not c
 Either way the experiment stops and the decision is recorded: `models.promote` or `models.reject`
 (in `models history`, with the trial's reasons) and a `lifecycle.trial` event with its signals.
 A person can cut a trial short: promoting the candidate (`models promote`) or moving the champion
-ends it. Like a bake, a trial without traffic goes on (and holds the loop) until it has its predictions.
+ends it (its experiment stops with the move: jobs.promote). Like a bake, a trial without traffic
+goes on (and holds the loop) until it has its predictions.
 """
 
 from __future__ import annotations
@@ -35,12 +36,10 @@ from churnops.io.experiment_store import RUNNING, ExperimentStore
 from churnops.io.registry import CHAMPION, STATUS_TAG
 from churnops.jobs.experiments import Experiments, create, stop
 from churnops.jobs.lifecycle_steps import CycleResult, SourceFactory, default_source, model_of, reference_of
-from churnops.jobs.promote import IN_TRIAL, Lifecycle
+from churnops.jobs.promote import IN_TRIAL, TRIAL, Lifecycle
 from churnops.jobs.promote import promote as promote_path
 
 logger = logging.getLogger(__name__)
-
-TRIAL = "trial"  # the lifecycle state key of the trial under way
 
 
 def after_registration(lc: Lifecycle, result: CycleResult, principal: str | None) -> CycleResult:

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 ALIASES_TOPIC = "aliases"
 MOVES = ("register", "promote", "approve", "rollback")
 BAKE = "bake"
+TRIAL = "trial"  # the lifecycle state of a trial under way (jobs.lifecycle_trial)
 IN_TRIAL = "in_trial"
 
 
@@ -301,6 +302,7 @@ def _move(
         raise
     lc.ring(change)
     _after_move(lc, name, version, previous, override)
+    _end_trial_experiment(lc, name, principal)
     logger.info(
         "%s: champion v%s (was %s): %s", name, version, f"v{previous}" if previous else "unset", reason
     )
@@ -317,6 +319,24 @@ def _after_move(
         lc.registry.set_version_tags(name, previous, {STATUS_TAG: "retired"})
     if lc.registry.alias_version(name, CHALLENGER) == version:
         lc.registry.delete_alias(name, CHALLENGER)
+
+
+def _end_trial_experiment(lc: Lifecycle, name: str, principal: str | None) -> None:
+    """A champion move while a trial runs (by hand, a rollback, or the trial's own promotion) ends
+    the trial's experiment at once, so serving follows the aliases again within the change feed's
+    2 s; the next cycle records the trial's end (jobs.lifecycle_trial)."""
+    from churnops.io.experiment_store import RUNNING, ExperimentStore
+    from churnops.jobs.experiments import Experiments, stop
+
+    trial = lc.state.get(TRIAL)
+    if not trial or trial.get("model") != name or not trial.get("experiment"):
+        return
+    ctx = Experiments(lc.settings, lc.sql, ExperimentStore(lc.sql), lc.events, lc.registry, name)
+    try:
+        if ctx.store.get(trial["experiment"]).status == RUNNING:
+            stop(ctx, trial["experiment"], principal)
+    except NotFound:
+        return
 
 
 def _restore_alias(lc: Lifecycle, name: str, previous: str | None, version: str) -> None:
