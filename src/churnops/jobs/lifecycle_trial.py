@@ -36,6 +36,7 @@ from churnops.io.experiment_store import RUNNING, ExperimentStore
 from churnops.io.registry import CHAMPION, STATUS_TAG
 from churnops.jobs.experiments import Experiments, create, stop
 from churnops.jobs.lifecycle_steps import CycleResult, SourceFactory, default_source, model_of, reference_of
+from churnops.jobs.move_evidence import move_details
 from churnops.jobs.promote import IN_TRIAL, TRIAL, Lifecycle
 from churnops.jobs.promote import promote as promote_path
 
@@ -154,23 +155,15 @@ def _promote(
 def _reject(
     lc: Lifecycle, name: str, version: str, champion: str | None, reason: str, principal: str | None
 ) -> CycleResult:
-    details = {
-        "model": name,
-        "from": champion,
-        "to": version,
-        "trigger": "lifecycle:trial",
-        "outcome": "rejected",
-        "reason": f"v{version} refused: {reason}",
-        "gates": None,
-        "override": None,
-        "action": "trial",
-    }
+    text = f"v{version} refused: {reason}"
+    details = move_details(name, version, champion, "lifecycle:trial", "rejected", text, None, None)
+    details["action"] = "trial"
 
     def then(conn: Any) -> None:
         lc.registry.set_version_tags(name, version, {STATUS_TAG: "rejected"})
 
     event_id, _ = lc.events.append("models.reject", details, principal, then=then)
-    logger.info("%s v%s: %s", name, version, details["reason"])
+    logger.info("%s v%s: %s", name, version, text)
     return CycleResult("rejected", [reason], version=version, event_id=event_id)
 
 

@@ -43,6 +43,7 @@ from churnops.io.registry import CHALLENGER, CHAMPION, STATUS_TAG, MlflowRegistr
 from churnops.io.secrets import Secrets, load_secrets
 from churnops.io.sql_store import SqlStore
 from churnops.jobs.gate_check import GateCheck, check_gates
+from churnops.jobs.move_evidence import move_details, move_reason
 from churnops.jobs.version_files import load_gates, restore_validation_reference, save_gates
 from churnops.jobs.workdir import Workdir
 from churnops.settings import Settings
@@ -168,7 +169,7 @@ def promote(
         return _hold_for_trial(lc, name, version, previous, trigger, principal, gates)
     forced = force and (failed or pending)
     override = {"forced": True, "failed_gates": failed, "approval_skipped": pending} if forced else None
-    text = reason or _move_reason(action, version, previous, gates, override)
+    text = reason or move_reason(action, version, previous, gates, override)
     return _move(lc, name, version, previous, action, trigger, principal, gates, override, text, bake)
 
 
@@ -216,7 +217,7 @@ def _hold(
         text = f"v{version} refused: gate {first['name']} failed: {first['reason']}"
     else:
         text = f"v{version} passed its gates and waits for approval (`churnops models approve {version}`)"
-    details = _details(name, version, previous, trigger, outcome, text, gates, None)
+    details = move_details(name, version, previous, trigger, outcome, text, gates, None)
 
     def then(conn: sa.Connection) -> None:
         lc.registry.set_version_tags(name, version, {STATUS_TAG: outcome})
@@ -256,7 +257,7 @@ def _hold_for_trial(
         f"v{version} passed its gates; a {trial.mode} trial decides ({trial.share:.0%} of {what}, "
         f"for {trial.duration} and {trial.min_predictions} predictions at least)"
     )
-    details = _details(name, version, previous, trigger, IN_TRIAL, text, gates, None)
+    details = move_details(name, version, previous, trigger, IN_TRIAL, text, gates, None)
 
     def then(conn: sa.Connection) -> None:
         lc.registry.set_version_tags(name, version, {STATUS_TAG: IN_TRIAL})
@@ -281,7 +282,7 @@ def _move(
     bake: bool,
 ) -> Move:
     restore_validation_reference(lc.registry, lc.settings.home, name, version)
-    details = _details(name, version, previous, trigger, CHAMPION, reason, gates, override)
+    details = move_details(name, version, previous, trigger, CHAMPION, reason, gates, override)
     bake_state = _bake_state(lc, name, version, previous, action) if bake else None
     if bake_state:
         details["bake"] = {"until_us": bake_state["until_us"], "duration": lc.params.lifecycle.bake.duration}
@@ -363,60 +364,3 @@ def _bake_state(
         "started_us": now_us,
         "until_us": now_us + int(duration * 1e6),
     }
-
-
-def _details(
-    name: str,
-    version: str,
-    previous: str | None,
-    trigger: str,
-    outcome: str,
-    reason: str,
-    gates: dict[str, Any] | None,
-    override: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "model": name,
-        "from": previous,
-        "to": version,
-        "trigger": trigger,
-        "outcome": outcome,
-        "reason": reason,
-        "gates": _gate_summary(gates),
-        "override": override,
-    }
-
-
-def _gate_summary(gates: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The verdicts as evidence (name, value, limit, pass, one line; detail without bulky arrays)."""
-    if gates is None:
-        return None
-    return {
-        "status": gates.get("status"),
-        "champion": gates.get("champion"),
-        "evaluation": gates.get("evaluation"),
-        "verdicts": [
-            {k: v.get(k) for k in ("name", "value", "limit", "passed", "reason", "detail")}
-            for v in gates.get("verdicts", [])
-        ],
-    }
-
-
-def _move_reason(
-    action: str,
-    version: str,
-    previous: str | None,
-    gates: dict[str, Any] | None,
-    override: dict[str, Any] | None,
-) -> str:
-    if action == "rollback":
-        return f"rolled back to v{version} (from v{previous})"
-    if override:
-        failed = ", ".join(override["failed_gates"]) or "none"
-        return f"forced: v{version} promoted over failed gates ({failed})"
-    against = f"champion v{previous}" if previous else "no champion (first version)"
-    passed = [v for v in (gates or {}).get("verdicts", []) if v["passed"]]
-    discrimination = next((v for v in passed if v["name"] == "discrimination"), None)
-    lead = f"; {discrimination['reason']}" if discrimination else ""
-    verb = "approved" if action == "approve" else "passed"
-    return f"v{version} {verb}: all {len(passed)} gates passed against {against}{lead}"
