@@ -1,13 +1,15 @@
-"""The ledger writer's readiness: not ready only when records are truly held, never mid-write."""
+"""The ledger writer: readiness (not ready only when records are truly held, never mid-write), and
+no record lost to a cancelled flush or to one record that cannot be sealed."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 from pathlib import Path
 
-from churnops.core.ledger import Chain, RecordIds
+from churnops.core.ledger import Chain, RecordIds, verify_chain
 from churnops.core.ledger_rows import Prediction, Sealer
 from churnops.io.ledger_store import LedgerStore
 from churnops.io.spool import Spool
@@ -77,8 +79,6 @@ def test_records_neither_stored_nor_spooled_are_unreadiness(tmp_path: Path) -> N
 def test_a_flush_cancelled_mid_seal_still_stores_every_record(tmp_path: Path) -> None:
     """Shutdown cancels the writer past its deadline: records already chained must not vanish (the
     chain would show a gap), nor the ones taken from the queue but not sealed yet."""
-    import asyncio
-
     writer, store = _writer(tmp_path)
     store.release.set()
     ids = RecordIds()
@@ -95,3 +95,29 @@ def test_a_flush_cancelled_mid_seal_still_stores_every_record(tmp_path: Path) ->
     asyncio.run(cancel_mid_seal())
     assert writer.sealer.chain.seq == 1_000
     assert writer.counters.outcomes["written"] == 1_000
+
+
+def test_a_record_that_cannot_be_sealed_is_counted_and_the_rest_of_its_batch_is_stored(
+    tmp_path: Path,
+) -> None:
+    """One record with a value JSON cannot hold: before, it took its whole batch with it (and left a
+    seq gap); now only it is missing, counted `unsealable`, and the chain verifies."""
+    writer, store = _writer(tmp_path)
+    store.release.set()
+    ids = RecordIds()
+    predictions = [_prediction(ids) for _ in range(300)]
+    bad = predictions[150]._replace(features={"contract": object()})
+    predictions[150] = bad
+    for p in predictions:
+        writer.submit(p)
+    asyncio.run(writer.flush())
+    asyncio.run(writer.drain())  # the final checkpoint
+    assert writer.counters.outcomes["unsealable"] == 1
+    assert writer.counters.outcomes["written"] == 299
+    assert bad.prediction_id in str(writer.counters.last_error)
+    stored = list(store.chain("w-test"))
+    assert len(stored) == 299
+    assert bad.prediction_id not in {r["record_id"] for r in stored}
+    report = verify_chain("w-test", stored, store.checkpoints("w-test"), KEY)
+    assert report.problem is None, report.problem
+    assert report.head_seq == 299

@@ -104,15 +104,15 @@ class Sealer:
         keyed.update(vector)
         digest = keyed.hexdigest()
         chain = self.chain
-        chain.seq = seq = chain.seq + 1
-        prev = chain.head
+        seq, prev = chain.seq + 1, chain.head  # the chain moves only once the record is whole
         canonical = _dumps([
             FORMAT, p.prediction_id, chain.writer_id, seq, PREDICTION, p.at_us, p.request_id, subject,
             p.principal, p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,
             p.probability, p.decision, p.threshold, reasons, p.feature_source, digest, epoch,
             _sha256(payload).hexdigest(), None, None,
         ])  # fmt: skip
-        chain.head = record_hash = _sha256(prev.encode() + b"\n" + canonical).hexdigest()
+        record_hash = _sha256(prev.encode() + b"\n" + canonical).hexdigest()
+        chain.seq, chain.head = seq, record_hash
         return [
             p.prediction_id, chain.writer_id, seq, PREDICTION, p.at_us, p.request_id, subject, p.principal,
             p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,

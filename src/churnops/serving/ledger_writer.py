@@ -45,7 +45,7 @@ class LedgerCounters:
     """Counted in the writer thread, read by the metrics snapshot (plain ints: no locks needed)."""
 
     outcomes: dict[str, int] = field(
-        default_factory=lambda: {"written": 0, "spooled": 0, "replayed": 0, "refused": 0}
+        default_factory=lambda: {"written": 0, "spooled": 0, "replayed": 0, "refused": 0, "unsealable": 0}
     )
     write_seconds_sum: float = 0.0
     writes: int = 0
@@ -169,11 +169,27 @@ class LedgerWriter:
                 try:
                     await asyncio.sleep(0)
                 except asyncio.CancelledError:  # shutdown past its deadline: the chain has moved on,
-                    rows.extend(map(self.sealer.prediction_row, predictions[start:]))
+                    self._seal_into(rows, predictions[start:])
                     self._persist(rows)  # so these records are stored or spooled here, not dropped
                     raise
-            rows.extend(map(self.sealer.prediction_row, predictions[start : start + SEAL_SLICE]))
+            self._seal_into(rows, predictions[start : start + SEAL_SLICE])
         return rows
+
+    def _seal_into(self, rows: list[list[Any]], predictions: list[Prediction]) -> None:
+        """Append the sealed rows; a record that cannot be sealed (a value JSON cannot hold) is
+        counted and logged as `unsealable` and the rest of the batch goes on (the chain only moves
+        for whole records, so it has no gap)."""
+        while predictions:
+            before = len(rows)
+            try:
+                rows.extend(map(self.sealer.prediction_row, predictions))  # keeps what it sealed
+                return
+            except Exception as err:
+                bad = predictions[len(rows) - before]
+                self.counters.outcomes["unsealable"] += 1
+                self.counters.last_error = f"unsealable record {bad.prediction_id}: {err}"
+                logger.error("ledger record %s cannot be sealed (%s): not stored", bad.prediction_id, err)
+                predictions = predictions[len(rows) - before + 1 :]
 
     # -- the worker thread ---------------------------------------------------------------
 
