@@ -134,9 +134,17 @@ def bake_step(
         result.outcome, result.event_id = "rolled_back", move.event_id
     else:
         result.outcome = "bake_passed"
+    return conclude(lc, "bake", BAKE, result, principal)
+
+
+def conclude(
+    lc: Lifecycle, what: str, state_key: str, result: CycleResult, principal: str | None
+) -> CycleResult:
+    """The end of a bake or a trial: its `lifecycle.<what>` event, with the state it kept deleted in
+    the same transaction (so a crash cannot judge it twice)."""
     result.finished_us = time.time_ns() // 1000
     event_id, _ = lc.events.append(
-        "lifecycle.bake", result.to_dict(), principal, then=lambda conn: lc.state.delete(BAKE, conn)
+        f"lifecycle.{what}", result.to_dict(), principal, then=lambda conn: lc.state.delete(state_key, conn)
     )
     result.event_id = result.event_id or event_id
     return result

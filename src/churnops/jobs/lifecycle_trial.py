@@ -31,13 +31,19 @@ from typing import Any
 
 from churnops.core.lifecycle import judge_bake, trial_experiment, trial_limits
 from churnops.core.lifecycle_params import seconds
-from churnops.errors import Conflict, NotFound
-from churnops.io.experiment_store import RUNNING, ExperimentStore
+from churnops.errors import Conflict
 from churnops.io.registry import CHAMPION, STATUS_TAG
-from churnops.jobs.experiments import Experiments, create, stop
-from churnops.jobs.lifecycle_steps import CycleResult, SourceFactory, default_source, model_of, reference_of
+from churnops.jobs.experiments import create
+from churnops.jobs.lifecycle_steps import (
+    CycleResult,
+    SourceFactory,
+    conclude,
+    default_source,
+    model_of,
+    reference_of,
+)
 from churnops.jobs.move_evidence import move_details
-from churnops.jobs.promote import IN_TRIAL, TRIAL, Lifecycle
+from churnops.jobs.promote import IN_TRIAL, TRIAL, Lifecycle, end_trial_experiment, trial_experiments
 from churnops.jobs.promote import promote as promote_path
 
 logger = logging.getLogger(__name__)
@@ -76,7 +82,7 @@ def _begin(lc: Lifecycle, state: dict[str, Any], principal: str | None) -> Cycle
     experiment = f"lifecycle-v{version}-{time.time_ns() // 1_000_000}"
     definition = trial_experiment(experiment, state["champion"], version, trial)
     try:
-        create(_experiments(lc, state["model"]), definition, principal)
+        create(trial_experiments(lc, state["model"]), definition, principal)
     except Conflict as err:  # another experiment runs: one at a time over the served traffic
         return CycleResult("trial_waiting", [f"trial of v{version} waits: {err}"], version=version)
     now_us = time.time_ns() // 1000
@@ -109,7 +115,7 @@ def trial_step(
     elif champion != state["champion"]:
         ended = f"trial of v{version} ended: the champion moved from v{state['champion']} to v{champion}"
     if ended is not None:
-        _stop_experiment(lc, state, principal)
+        end_trial_experiment(lc, state["model"], principal)
         lc.state.delete(TRIAL)
         return CycleResult("trial_ended", [ended], version=version)
     if state["experiment"] is None:
@@ -125,19 +131,14 @@ def trial_step(
     if verdict.outcome == "baking":
         reasons = [f"trial of v{version} ({state['mode']}): {'; '.join(verdict.reasons)}"]
         return CycleResult("trialling", reasons, version=version, data=data)
-    _stop_experiment(lc, state, principal)
+    end_trial_experiment(lc, state["model"], principal)
     why = "; ".join(verdict.reasons)
     if verdict.outcome == "breach":
         result = _reject(lc, name, version, champion, f"trial breach: {why}", principal)
     else:
         result = _promote(lc, name, version, state, f"trial passed: {why}", principal)
     result.data = data
-    result.finished_us = time.time_ns() // 1000
-    event_id, _ = lc.events.append(
-        "lifecycle.trial", result.to_dict(), principal, then=lambda conn: lc.state.delete(TRIAL, conn)
-    )
-    result.event_id = result.event_id or event_id
-    return result
+    return conclude(lc, "trial", TRIAL, result, principal)
 
 
 def _promote(
@@ -165,24 +166,6 @@ def _reject(
     event_id, _ = lc.events.append("models.reject", details, principal, then=then)
     logger.info("%s v%s: %s", name, version, text)
     return CycleResult("rejected", [reason], version=version, event_id=event_id)
-
-
-def _stop_experiment(lc: Lifecycle, state: dict[str, Any], principal: str | None) -> None:
-    """End the trial's experiment if it still runs (serving goes back to the aliases within 2 s)."""
-    experiment = state.get("experiment")
-    if experiment is None:
-        return
-    ctx = _experiments(lc, state["model"])
-    try:
-        running = ctx.store.get(experiment).status == RUNNING
-    except NotFound:
-        running = False
-    if running:
-        stop(ctx, experiment, principal)
-
-
-def _experiments(lc: Lifecycle, model: str) -> Experiments:
-    return Experiments(lc.settings, lc.sql, ExperimentStore(lc.sql), lc.events, lc.registry, model)
 
 
 def _us(duration: str) -> int:

@@ -36,12 +36,14 @@ from churnops.core.params import Params
 from churnops.errors import Conflict, NotFound
 from churnops.io.change_feed import ChangeFeed
 from churnops.io.event_log import EventLog
+from churnops.io.experiment_store import RUNNING, ExperimentStore
 from churnops.io.ledger_store import LedgerStore
 from churnops.io.lifecycle_store import LifecycleStore
 from churnops.io.privacy_store import publish_in
 from churnops.io.registry import CHALLENGER, CHAMPION, STATUS_TAG, MlflowRegistry
 from churnops.io.secrets import Secrets, load_secrets
 from churnops.io.sql_store import SqlStore
+from churnops.jobs.experiments import Experiments, stop
 from churnops.jobs.gate_check import GateCheck, check_gates
 from churnops.jobs.move_evidence import move_details, move_reason
 from churnops.jobs.version_files import load_gates, restore_validation_reference, save_gates
@@ -236,9 +238,14 @@ def _hold(
 def _trial_first(lc: Lifecycle, action: str, trigger: str, previous: str | None, force: bool) -> bool:
     """A version the loop retrained meets live traffic before it replaces a champion, when
     params.yaml `lifecycle.trial.mode` asks for it (jobs.lifecycle_trial runs and judges the trial)."""
-    loop = trigger.startswith("lifecycle:") and not trigger.startswith("lifecycle:trial")
     trial = lc.params.lifecycle.trial.mode != "none"
-    return action == "register" and loop and trial and previous is not None and not force
+    return (
+        action == "register"
+        and trigger.startswith("lifecycle:")
+        and trial
+        and previous is not None
+        and not force
+    )
 
 
 def _hold_for_trial(
@@ -303,7 +310,10 @@ def _move(
         raise
     lc.ring(change)
     _after_move(lc, name, version, previous, override)
-    _end_trial_experiment(lc, name, principal)
+    try:
+        end_trial_experiment(lc, name, principal)
+    except Exception as err:  # the move is committed; the next cycle stops the experiment anyway
+        logger.warning("the trial's experiment was not stopped with the move (%s): the next cycle will", err)
     logger.info(
         "%s: champion v%s (was %s): %s", name, version, f"v{previous}" if previous else "unset", reason
     )
@@ -322,22 +332,25 @@ def _after_move(
         lc.registry.delete_alias(name, CHALLENGER)
 
 
-def _end_trial_experiment(lc: Lifecycle, name: str, principal: str | None) -> None:
-    """A champion move while a trial runs (by hand, a rollback, or the trial's own promotion) ends
-    the trial's experiment at once, so serving follows the aliases again within the change feed's
-    2 s; the next cycle records the trial's end (jobs.lifecycle_trial)."""
-    from churnops.io.experiment_store import RUNNING, ExperimentStore
-    from churnops.jobs.experiments import Experiments, stop
+def trial_experiments(lc: Lifecycle, model: str) -> Experiments:
+    """The experiment commands on this lifecycle's stores (a trial's experiment is an ordinary one)."""
+    return Experiments(lc.settings, lc.sql, ExperimentStore(lc.sql), lc.events, lc.registry, model)
 
+
+def end_trial_experiment(lc: Lifecycle, name: str, principal: str | None) -> None:
+    """Stop the experiment of the trial under way for `name`, if it still runs. Every champion move
+    calls it (by hand, a rollback, or the trial's own promotion), so serving follows the aliases
+    again within the change feed's 2 s; the next cycle records the trial's end."""
     trial = lc.state.get(TRIAL)
     if not trial or trial.get("model") != name or not trial.get("experiment"):
         return
-    ctx = Experiments(lc.settings, lc.sql, ExperimentStore(lc.sql), lc.events, lc.registry, name)
+    ctx = trial_experiments(lc, name)
     try:
-        if ctx.store.get(trial["experiment"]).status == RUNNING:
-            stop(ctx, trial["experiment"], principal)
+        running = ctx.store.get(trial["experiment"]).status == RUNNING
     except NotFound:
         return
+    if running:
+        stop(ctx, trial["experiment"], principal)
 
 
 def _restore_alias(lc: Lifecycle, name: str, previous: str | None, version: str) -> None:

@@ -260,7 +260,8 @@ def _render_audit(snapshots: list[dict[str, Any]]) -> Iterator[str]:
             totals[name] = totals.get(name, 0) + value
     if not totals:
         return
-    yield "# HELP audit_records_total Ledger records by outcome (written, spooled, replayed, refused, unsealable).\n"
+    yield "# HELP audit_records_total Ledger records by outcome (written, spooled, replayed, refused,"
+    yield " unsealable).\n"
     yield "# TYPE audit_records_total counter\n"
     for outcome in AUDIT_OUTCOMES:
         yield f'audit_records_total{{outcome="{outcome}"}} {totals.get(outcome, 0):g}\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from churnops.core.auth import ADMIN, PREDICT
 from churnops.io.registry import CHALLENGER
 from churnops.jobs.models import approve, history, rollback
-from churnops.jobs.promote import Lifecycle
+from churnops.jobs.promote import Lifecycle, Move
 from churnops.jobs.promote import promote as promote_path
 from churnops.serving.asgi import principal_id
 from churnops.serving.deps import StateDep
@@ -98,13 +99,11 @@ async def models_rollback(
 ) -> dict[str, Any]:
     """Back to the champion the current one replaced (or `to`, a former champion); the caller is recorded."""
     body = body or RollbackRequest()
-    lc = lifecycle_of(state)
-    principal = principal_id(request.scope)
-    move = await asyncio.to_thread(
-        lambda: rollback(lc, body.to, principal=principal, model=state.model_name, reason=body.reason)
+    return await _alias_move(
+        state,
+        request,
+        lambda lc, who: rollback(lc, body.to, principal=who, model=state.model_name, reason=body.reason),
     )
-    await _follow(state)
-    return move.to_dict()
 
 
 @router.post(
@@ -123,15 +122,13 @@ async def models_promote(
     failed gate is 409 naming it; `force` promotes anyway, recorded as an override with the failed
     gates and the caller (admin scope, like every alias move)."""
     body = body or PromoteRequest()
-    lc = lifecycle_of(state)
-    principal = principal_id(request.scope)
-    move = await asyncio.to_thread(
-        lambda: promote_path(
-            lc, version, principal=principal, model=state.model_name, force=body.force, reason=body.reason
-        )
+    return await _alias_move(
+        state,
+        request,
+        lambda lc, who: promote_path(
+            lc, version, principal=who, model=state.model_name, force=body.force, reason=body.reason
+        ),
     )
-    await _follow(state)
-    return move.to_dict()
 
 
 @router.post(
@@ -144,10 +141,18 @@ async def models_approve(
     request: Request, state: StateDep, version: str = Path(pattern=r"^[0-9]{1,12}$")
 ) -> dict[str, Any]:
     """Approve a version pending approval: it becomes champion; the approver is recorded."""
+    return await _alias_move(state, request, lambda lc, who: approve(lc, version, who, state.model_name))
+
+
+async def _alias_move(
+    state: ServiceState, request: Request, move: Callable[[Lifecycle, str | None], Move]
+) -> dict[str, Any]:
+    """One alias move by the caller, off the event loop (gates and MLflow calls block); then this
+    worker follows it at once."""
     lc = lifecycle_of(state)
-    move = await asyncio.to_thread(approve, lc, version, principal_id(request.scope), state.model_name)
+    done = await asyncio.to_thread(move, lc, principal_id(request.scope))
     await _follow(state)
-    return move.to_dict()
+    return done.to_dict()
 
 
 def lifecycle_of(state: ServiceState) -> Lifecycle:
