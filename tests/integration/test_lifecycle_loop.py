@@ -50,12 +50,14 @@ def test_new_data_retrains_in_its_own_directory_and_the_promotion_bakes(tmp_path
     assert first["status"] == "champion", first["reason"]
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    params = quick_params(lifecycle=loop_params(incoming))
+    bake = {"duration": "1s", "deadline": "8s"}  # no traffic comes: the bake ends inconclusive
+    params = quick_params(lifecycle=loop_params(incoming, bake=bake))
     idle = run_cycle(settings, params, principal="test")
     assert idle.outcome == "idle"
 
     write_table(customers(6000, seed=2, prefix="N"), incoming / "2026-12.csv")
     result = run_cycle(settings, params, principal="test")
+    promoted = time.monotonic()  # the bake started before the cycle returned
     assert result.outcome == "promoted", result.reasons
     assert result.version == "2"
     assert [t["name"] for t in result.triggers] == ["new_data"]
@@ -77,6 +79,17 @@ def test_new_data_retrains_in_its_own_directory_and_the_promotion_bakes(tmp_path
     assert status["bake"]["previous"] == "1"
     assert status["last_cycle"]["outcome"] == "baking"
     assert str(incoming / "2026-12.csv") in status["data_seen"]["files"]
+
+    time.sleep(max(0.0, 8.5 - (time.monotonic() - promoted)))  # past the bake's deadline
+    after = run_cycle(settings, params, principal="test")
+    assert after.outcome == "idle", after.reasons  # the bake no longer holds the loop
+    assert after.reasons[0].startswith("bake of v2 ended inconclusive: 0 predictions over"), after.reasons
+    with open_lifecycle(settings, params) as lc:
+        bakes = lifecycle_events(lc.sql, prefixes=("lifecycle.bake",))
+    assert bakes[0]["details"]["outcome"] == "bake_inconclusive"
+    assert (
+        MlflowRegistry(settings.tracking_uri, settings.artifact_root).alias_version(MODEL, "champion") == "2"
+    )
 
 
 def test_data_that_fails_validation_is_recorded_as_rejected_and_not_retried(tmp_path: Path) -> None:

@@ -31,24 +31,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "churn-synthetic"
 
 
-def trial_params(incoming: Path, mode: str, max_psi: float) -> object:
+def trial_params(incoming: Path, mode: str, max_psi: float, deadline: str = "24h") -> object:
+    trial = {"mode": mode, "duration": "1s", "share": 0.5, "min_predictions": 60, "deadline": deadline}
     lifecycle = {
         "new_data": {"glob": str(incoming / "*.csv"), "settle": "0s"},
         "service_url": "http://127.0.0.1:9",  # no service metrics here: the ledger's figures decide
-        "trial": {"mode": mode, "duration": "1s", "share": 0.5, "min_predictions": 60},
+        "trial": trial,
         "bake": {"duration": "0s", "max_prediction_psi": max_psi},
     }
     return quick_params(lifecycle=lifecycle)
 
 
-def start(tmp_path: Path, mode: str, max_psi: float) -> tuple[Settings, object, list[str]]:
+def start(
+    tmp_path: Path, mode: str, max_psi: float, deadline: str = "24h"
+) -> tuple[Settings, object, list[str]]:
     """v1 champion; a new file; the cycle registers v2 `in_trial` and starts its experiment."""
     settings = make_settings(tmp_path / "home")
     first = train(settings, customers(3000, seed=1, noise=0.2), tmp_path, "v1")  # a weak first model
     assert first["status"] == "champion", first["reason"]
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    params = trial_params(incoming, mode, max_psi)
+    params = trial_params(incoming, mode, max_psi, deadline)
     write_table(customers(6000, seed=2, prefix="N"), incoming / "2026-12.csv")
     started = run_cycle(settings, params, principal="test")
     assert started.outcome == "trial_started", started.reasons
@@ -153,3 +156,25 @@ def test_promoting_the_candidate_by_hand_ends_its_trial_with_the_move(tmp_path: 
     assert after.reasons[0] == "trial of v2 ended: v2 is champion now"
     status = json.loads(cli(settings.home, "lifecycle", "status", "--json").stdout)
     assert status["trial"] is None
+
+
+def test_a_trial_without_traffic_ends_inconclusive_at_its_deadline(tmp_path: Path) -> None:
+    """Before the deadline a trial held the loop for as long as no traffic came."""
+    settings, params, _ = start(tmp_path, "experiment", max_psi=5.0, deadline="8s")
+    started = time.monotonic()  # the trial started before start() returned
+    status = json.loads(cli(settings.home, "lifecycle", "status", "--json").stdout)
+    experiment = status["trial"]["experiment"]
+    time.sleep(max(0.0, 8.5 - (time.monotonic() - started)))
+    ended = run_cycle(settings, params, principal="test")
+    assert ended.outcome == "trial_inconclusive", ended.reasons
+    assert ended.reasons[0].startswith("trial inconclusive: 0 predictions over"), ended.reasons
+    assert "fewer than the 60 it needs, by its deadline (8s)" in ended.reasons[0]
+    registry = MlflowRegistry(settings.tracking_uri, settings.artifact_root)
+    assert registry.alias_version(MODEL, "champion") == "1"
+    assert statuses(settings)["2"] == "candidate"  # not rejected: a person may still promote it
+    assert experiment_of(settings, experiment) == "stopped"
+    events = history(settings.home)
+    assert (events[0]["action"], events[0]["outcome"]) == ("models.trial", "candidate")
+    assert "not judged: trial inconclusive" in events[0]["reason"]
+    after = run_cycle(settings, params, principal="test")
+    assert after.outcome == "idle", after.reasons  # the loop goes on: no trial holds it any more

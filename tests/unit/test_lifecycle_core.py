@@ -279,3 +279,37 @@ def test_a_trials_experiment_pins_champion_and_candidate(mode: str) -> None:
     assert definition.control.version == "6"
     limits = trial_limits(parse_params("lifecycle: {trial: {duration: 2h, min_predictions: 500}}").lifecycle)
     assert (limits.duration, limits.min_predictions, limits.max_error_rate) == ("2h", 500, 0.01)
+
+
+def test_a_bake_without_traffic_ends_inconclusive_at_its_deadline() -> None:
+    """Before the deadline a bake (and a trial) waited for its predictions for ever, holding the loop."""
+    bake = BAKE.model_copy(update={"deadline": "1h"})
+    few = Signals("4", predictions=20, error_rate=0.0)
+    assert judge_bake(bake, few, REPLACED, started_s=0, now_s=3599).outcome == "baking"
+    verdict = judge_bake(bake, few, REPLACED, started_s=0, now_s=3600)
+    assert verdict.outcome == "inconclusive"
+    assert (
+        verdict.reasons[0] == "20 predictions over 3600 s, fewer than the 200 it needs, by its deadline (1h)"
+    )
+    enough = Signals("4", predictions=300, error_rate=0.0)
+    assert judge_bake(bake, enough, REPLACED, started_s=0, now_s=7200).outcome == "passed"
+    broken = Signals("4", predictions=20, error_rate=0.5)
+    assert judge_bake(bake, broken, REPLACED, started_s=0, now_s=7200).outcome == "breach"
+
+
+def test_a_deadline_shorter_than_its_duration_is_refused_naming_both() -> None:
+    from pydantic import ValidationError
+
+    from churnops.core.lifecycle import trial_limits
+    from churnops.core.lifecycle_params import LifecycleParams
+
+    with pytest.raises(
+        ValidationError, match=r"lifecycle.bake.deadline 30m is shorter than lifecycle.bake.duration 1h"
+    ):
+        LifecycleParams.model_validate({"bake": {"duration": "1h", "deadline": "30m"}})
+    with pytest.raises(
+        ValidationError, match=r"lifecycle.trial.deadline 1h is shorter than lifecycle.trial.duration 2h"
+    ):
+        LifecycleParams.model_validate({"trial": {"mode": "shadow", "duration": "2h", "deadline": "1h"}})
+    params = LifecycleParams.model_validate({"trial": {"mode": "shadow", "duration": "2h", "deadline": "3d"}})
+    assert trial_limits(params).deadline == "3d"

@@ -113,14 +113,14 @@ def lifecycle_bake(params: ParamsOption = None) -> None:
     """Step 1: judge the bake under way (a breach rolls back to the replaced champion), then the trial
     under way (a breach rejects the candidate; a trial that held promotes it)."""
     from churnops.io.datasets import load_params
-    from churnops.jobs.lifecycle_steps import bake_step
+    from churnops.jobs.lifecycle_steps import BAKE_OVER, bake_step
     from churnops.jobs.lifecycle_trial import trial_step
     from churnops.jobs.privacy import cli_principal
     from churnops.jobs.promote import open_lifecycle
 
     with database_errors(), open_lifecycle(load_settings(), load_params(params)) as lc:
         baked = bake_step(lc, cli_principal())
-        settled = baked is None or baked.outcome == "bake_passed"
+        settled = baked is None or baked.outcome in BAKE_OVER
         trialled = trial_step(lc, cli_principal()) if settled else None
     typer.echo(baked.line() if baked else "no bake under way")
     typer.echo(trialled.line() if trialled else "no trial under way")

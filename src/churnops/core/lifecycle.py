@@ -61,9 +61,10 @@ class Trigger:
 
 @dataclass(frozen=True)
 class BakeVerdict:
-    """`baking` (keep watching), `passed` (the bake is over) or `breach` (roll back), with reasons."""
+    """`baking` (keep watching), `passed` (the bake is over), `breach` (roll back) or `inconclusive`
+    (the deadline came before `min_predictions`: nothing to judge on), with reasons."""
 
-    outcome: Literal["baking", "passed", "breach"]
+    outcome: Literal["baking", "passed", "breach", "inconclusive"]
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -122,7 +123,8 @@ def judge_bake(
     bake: BakeParams, signals: Signals, replaced: Reference, *, started_s: float, now_s: float
 ) -> BakeVerdict:
     """Breach as soon as any watched figure is out of bounds; passed once the bake lasted its duration
-    with at least `min_predictions` predictions; baking otherwise."""
+    with at least `min_predictions` predictions; inconclusive at its deadline without them; baking
+    otherwise."""
     reasons = bake_breaches(bake, signals, replaced)
     if reasons:
         return BakeVerdict("breach", tuple(reasons))
@@ -130,6 +132,14 @@ def judge_bake(
     if elapsed >= seconds(bake.duration) and signals.predictions >= bake.min_predictions:
         return BakeVerdict(
             "passed", (f"{signals.predictions} predictions over {elapsed:.0f} s with no breach",)
+        )
+    if elapsed >= seconds(bake.deadline):
+        return BakeVerdict(
+            "inconclusive",
+            (
+                f"{signals.predictions} predictions over {elapsed:.0f} s, fewer than the "
+                f"{bake.min_predictions} it needs, by its deadline ({bake.deadline})",
+            ),
         )
     return BakeVerdict("baking", (f"{signals.predictions} predictions over {elapsed:.0f} s so far",))
 
@@ -160,9 +170,9 @@ def trial_experiment(name: str, champion: str, candidate: str, trial: TrialParam
 def trial_limits(params: LifecycleParams) -> BakeParams:
     """A trial is judged like a bake (error rate, latency, prediction drift, AUC against the champion)
     over its own length and prediction count."""
-    return params.bake.model_copy(
-        update={"duration": params.trial.duration, "min_predictions": params.trial.min_predictions}
-    )
+    t = params.trial
+    lengths = {"duration": t.duration, "deadline": t.deadline, "min_predictions": t.min_predictions}
+    return params.bake.model_copy(update=lengths)
 
 
 def bake_breaches(bake: BakeParams, s: Signals, replaced: Reference) -> list[str]:

@@ -7,9 +7,10 @@
       performance: {enabled: true, window: 30d, min_labels: 200, min_predictions: 1000, max_auc_drop: 0.05}
       new_data: {glob: null, settle: 10s, table: null, watermark_column: null}
       retrain: {source: auto, ledger_window: 90d, min_rows: 1000}
-      trial: {mode: none, duration: 1h, share: 0.1, min_predictions: 200}  # or shadow | experiment
-      bake: {duration: 1h, min_predictions: 200, max_error_rate: 0.01, max_latency_p95_ms: 100,
-             max_prediction_psi: 0.25, max_auc_drop: 0.05, min_labels: 200}
+      trial: {mode: none, duration: 1h, share: 0.1, min_predictions: 200,  # mode: shadow | experiment
+              deadline: 24h}
+      bake: {duration: 1h, min_predictions: 200, deadline: 24h, max_error_rate: 0.01,
+             max_latency_p95_ms: 100, max_prediction_psi: 0.25, max_auc_drop: 0.05, min_labels: 200}
       service_url: null         # the service whose /metrics the bake reads [default: CHURNOPS_HOST:PORT]
 
 Durations are `<n><unit>` with unit s, m, h, d or w (`30s`, `5m`, `1h`, `1d`, `2w`); a bad one is
@@ -59,6 +60,14 @@ def _not_negative(value: str) -> str:
 
 Duration = Annotated[str, AfterValidator(_positive)]  # longer than 0
 MaybeZero = Annotated[str, AfterValidator(_not_negative)]  # 0s allowed
+
+
+def _check_deadline(what: str, duration: str, deadline: str) -> None:
+    """A bake or trial without enough traffic would otherwise hold the loop for ever."""
+    if seconds(deadline) < seconds(duration):
+        raise ValueError(
+            f"lifecycle.{what}.deadline {deadline} is shorter than lifecycle.{what}.duration {duration}"
+        )
 
 
 class DriftTrigger(BaseModel):
@@ -116,11 +125,18 @@ class BakeParams(BaseModel):
     model_config = _FROZEN
     duration: MaybeZero = "1h"  # 0s: no bake
     min_predictions: int = Field(200, ge=1)  # the bake ends only after this many predictions
+    # Without them by then, the bake ends `inconclusive` (the champion stays; the loop goes on).
+    deadline: Duration = "24h"
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_latency_p95_ms: float = Field(100.0, gt=0)
     max_prediction_psi: float = Field(0.25, gt=0)
     max_auc_drop: float = Field(0.05, ge=0, le=0.5)  # vs the replaced champion (estimated or realised)
     min_labels: int = Field(200, ge=1)  # labels needed before the realised AUC is judged
+
+    @model_validator(mode="after")
+    def _deadline_after_duration(self) -> BakeParams:
+        _check_deadline("bake", self.duration, self.deadline)
+        return self
 
 
 class TrialParams(BaseModel):
@@ -128,8 +144,9 @@ class TrialParams(BaseModel):
     gates: `shadow` scores `share` of the requests with it beside the champion (recorded, never
     answered), `experiment` answers `share` of the customers with it (an A/B test of two arms). Judged
     on the bake's limits once it lasted `duration` with `min_predictions` of its own; then promoted or
-    rejected. `none`: a candidate that passed its gates is promoted at once. With `gates.approval:
-    required` the approver decides instead."""
+    rejected; one still short of `min_predictions` at `deadline` ends `inconclusive` (the candidate
+    goes back to `candidate`, the champion stays). `none`: a candidate that passed its gates is
+    promoted at once. With `gates.approval: required` the approver decides instead."""
 
     model_config = _FROZEN
     # YAML reads a bare `off` or `no` as false: that means no trial too.
@@ -139,6 +156,12 @@ class TrialParams(BaseModel):
     duration: Duration = "1h"
     share: float = Field(0.1, gt=0, lt=1)
     min_predictions: int = Field(200, ge=1)
+    deadline: Duration = "24h"
+
+    @model_validator(mode="after")
+    def _deadline_after_duration(self) -> TrialParams:
+        _check_deadline("trial", self.duration, self.deadline)
+        return self
 
 
 class LifecycleParams(BaseModel):

@@ -34,6 +34,7 @@ from churnops.errors import ChurnopsError, ValidationFailed
 from churnops.io.lifecycle_store import CycleLease, lifecycle_events
 from churnops.io.registry import CHALLENGER, CHAMPION
 from churnops.jobs.lifecycle_steps import (
+    BAKE_OVER,
     LAST_CYCLE,
     LAST_RETRAIN,
     CycleResult,
@@ -87,15 +88,16 @@ def _cycle(
     source: SourceFactory,
 ) -> CycleResult:
     baked = bake_step(lc, principal, source)
-    if baked is not None and baked.outcome != "bake_passed":
+    if baked is not None and baked.outcome not in BAKE_OVER:
         return _remember(lc, baked)
     trialled = trial_step(lc, principal, source)
     if trialled is not None and trialled.outcome != "trial_ended":
         return _remember(lc, trialled)  # one change at a time: nothing is retrained during a trial
     planned = plan(lc, base, force=force, make_source=source)
     if not planned.triggers:
+        ended = "passed" if baked is not None and baked.outcome == "bake_passed" else "ended inconclusive"
         done = (
-            [f"bake of v{baked.version} passed: {'; '.join(baked.reasons)}"]
+            [f"bake of v{baked.version} {ended}: {'; '.join(baked.reasons)}"]
             if baked and baked.version
             else []
         )

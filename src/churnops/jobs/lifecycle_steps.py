@@ -107,10 +107,14 @@ def reference_of(lc: Lifecycle, name: str | None, version: str | None) -> Refere
 # -- the bake ---------------------------------------------------------------------------------
 
 
+BAKE_OVER = ("bake_passed", "bake_inconclusive")  # the loop goes on after these
+
+
 def bake_step(
     lc: Lifecycle, principal: str | None, make_source: SourceFactory = default_source
 ) -> CycleResult | None:
-    """Judge the bake under way (None when there is none): `baking`, `bake_passed` or `rolled_back`."""
+    """Judge the bake under way (None when there is none): `baking`, `bake_passed`, `rolled_back` or
+    `bake_inconclusive` (its deadline came before enough predictions: the champion stays)."""
     bake = lc.state.get(BAKE)
     name = model_of(lc)
     if bake is None or name is None or bake.get("model") != name:
@@ -132,6 +136,9 @@ def bake_step(
         reason = "bake breach: " + "; ".join(verdict.reasons)
         move = rollback(lc, previous, principal=principal, model=name, trigger="bake", reason=reason)
         result.outcome, result.event_id = "rolled_back", move.event_id
+    elif verdict.outcome == "inconclusive":  # no traffic to judge it on: it stays, the loop goes on
+        result.outcome = "bake_inconclusive"
+        logger.warning("%s v%s: bake inconclusive, stays champion: %s", name, version, verdict.reasons[0])
     else:
         result.outcome = "bake_passed"
     return conclude(lc, "bake", BAKE, result, principal)

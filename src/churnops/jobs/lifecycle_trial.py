@@ -18,8 +18,10 @@ retrained that passed its gates is registered `in_trial` (the challenger), not c
 Either way the experiment stops and the decision is recorded: `models.promote` or `models.reject`
 (in `models history`, with the trial's reasons) and a `lifecycle.trial` event with its signals.
 A person can cut a trial short: promoting the candidate (`models promote`) or moving the champion
-ends it (its experiment stops with the move: jobs.promote). Like a bake, a trial without traffic
-goes on (and holds the loop) until it has its predictions.
+ends it (its experiment stops with the move: jobs.promote). A trial still short of its
+predictions at `deadline` (24h by default) ends inconclusive: the candidate goes back to
+`candidate`, the champion stays, and the loop retrains again when a trigger fires (a bake without
+traffic ends the same way at its own deadline, and its champion stays).
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def trial_step(
     why = "; ".join(verdict.reasons)
     if verdict.outcome == "breach":
         result = _reject(lc, name, version, champion, f"trial breach: {why}", principal)
+    elif verdict.outcome == "inconclusive":
+        result = _inconclusive(lc, name, version, champion, f"trial inconclusive: {why}", principal)
     else:
         result = _promote(lc, name, version, state, f"trial passed: {why}", principal)
     result.data = data
@@ -166,6 +170,23 @@ def _reject(
     event_id, _ = lc.events.append("models.reject", details, principal, then=then)
     logger.info("%s v%s: %s", name, version, text)
     return CycleResult("rejected", [reason], version=version, event_id=event_id)
+
+
+def _inconclusive(
+    lc: Lifecycle, name: str, version: str, champion: str | None, reason: str, principal: str | None
+) -> CycleResult:
+    """Too little traffic by the deadline to judge it: back to `candidate` (a person may still promote
+    it), the champion stays, and the loop may retrain again."""
+    text = f"v{version} not judged: {reason}"
+    details = move_details(name, version, champion, "lifecycle:trial", "candidate", text, None, None)
+    details["action"] = "inconclusive"
+
+    def then(conn: Any) -> None:
+        lc.registry.set_version_tags(name, version, {STATUS_TAG: "candidate"})
+
+    event_id, _ = lc.events.append("models.trial", details, principal, then=then)
+    logger.warning("%s v%s: %s", name, version, text)
+    return CycleResult("trial_inconclusive", [reason], version=version, event_id=event_id)
 
 
 def _us(duration: str) -> int:
