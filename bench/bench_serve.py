@@ -422,6 +422,8 @@ def measure_layer(
         stats = run_wrk(wrk, f"http://127.0.0.1:{port}/v1/predict", main, 16, duration, warm)
         if layer.env.get("CHURNOPS_MONITORING") == "on":
             note = measured_cost(port, duration)
+        if layer.env.get("CHURNOPS_AUDIT") == "on":
+            note = ledger_cost(port)
         if layer.env.get("CHURNOPS_AUTH") == "on":
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             decisions = [line for line in metrics.splitlines() if line.startswith("rate_limit_decisions")]
@@ -464,6 +466,26 @@ def measured_cost(port: int, duration: int) -> str:
         f"measured cost: ${champion['per_1000_usd']:.6f} per 1,000 predictions "
         f"({champion['predictions']:,} predictions, {champion['cpu_seconds']:.1f} CPU s; "
         "seed: $0.024 per 1,000; prices of params.yaml)"
+    )
+
+
+def ledger_cost(port: int) -> str:
+    """What the ledger cost the serving core, from the service's own counters (after the next refresh)."""
+    time.sleep(1.5)  # the metrics snapshot is refreshed once a second
+    values: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("audit_") and not name.startswith("#"):
+            values[name] = float(value)
+    sealed, stored = values.get("audit_seal_seconds_count", 0), values.get("audit_write_seconds_count", 0)
+    if not sealed or not stored:
+        return "ledger: no records sealed"
+    per_record = values["audit_seal_seconds_sum"] / sealed * 1e6
+    per_batch = values["audit_write_seconds_sum"] / stored * 1e3
+    written = values.get('audit_records_total{outcome="written"}', 0.0)
+    return (
+        f"ledger: sealing {per_record:.1f} us per record on the serving core (audit_seal_seconds); "
+        f"{written:,.0f} records stored in {stored:,.0f} batches, {per_batch:.1f} ms each (wall, in a thread)"
     )
 
 

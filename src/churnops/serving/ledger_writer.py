@@ -49,6 +49,8 @@ class LedgerCounters:
     )
     write_seconds_sum: float = 0.0
     writes: int = 0
+    seal_seconds_sum: float = 0.0  # on the serving loop: the ledger's own cost per record, in situ
+    sealed: int = 0
     last_error: str | None = None
 
 
@@ -172,7 +174,10 @@ class LedgerWriter:
                     self._seal_into(rows, predictions[start:])
                     self._persist(rows)  # so these records are stored or spooled here, not dropped
                     raise
+            began = time.perf_counter()
             self._seal_into(rows, predictions[start : start + SEAL_SLICE])
+            self.counters.seal_seconds_sum += time.perf_counter() - began
+        self.counters.sealed += len(predictions)
         return rows
 
     def _seal_into(self, rows: list[list[Any]], predictions: list[Prediction]) -> None:

@@ -275,6 +275,13 @@ def _render_audit(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield "# TYPE audit_write_seconds summary\n"
     yield f"audit_write_seconds_sum {totals.get('write_seconds_sum', 0):.6f}\n"
     yield f"audit_write_seconds_count {totals.get('writes', 0):g}\n"
+    yield (
+        "# HELP audit_seal_seconds Time the serving processes spent sealing ledger records (pseudonym,"
+        " encryption, hash chain) on their event loops; count: records sealed.\n"
+    )
+    yield "# TYPE audit_seal_seconds summary\n"
+    yield f"audit_seal_seconds_sum {totals.get('seal_seconds_sum', 0):.6f}\n"
+    yield f"audit_seal_seconds_count {totals.get('sealed', 0):g}\n"
 
 
 def _render_tasks(snapshots: list[dict[str, Any]]) -> Iterator[str]:

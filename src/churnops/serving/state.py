@@ -99,6 +99,8 @@ class ServiceState:
                 "spool_bytes": self.ledger.spool_bytes(),
                 "write_seconds_sum": counters.write_seconds_sum,
                 "writes": counters.writes,
+                "seal_seconds_sum": counters.seal_seconds_sum,
+                "sealed": counters.sealed,
             }
         experiment = self.experiment
         self.metrics.experiment_weights = (
