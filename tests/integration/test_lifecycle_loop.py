@@ -77,6 +77,7 @@ def test_new_data_retrains_in_its_own_directory_and_the_promotion_bakes(tmp_path
     assert status["champion"] == "2"
     assert status["bake"]["version"] == "2"
     assert status["bake"]["previous"] == "1"
+    assert status["bake"]["deadline_us"] == status["bake"]["started_us"] + 8_000_000
     assert status["last_cycle"]["outcome"] == "baking"
     assert str(incoming / "2026-12.csv") in status["data_seen"]["files"]
 

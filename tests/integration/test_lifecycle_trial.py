@@ -164,6 +164,9 @@ def test_a_trial_without_traffic_ends_inconclusive_at_its_deadline(tmp_path: Pat
     started = time.monotonic()  # the trial started before start() returned
     status = json.loads(cli(settings.home, "lifecycle", "status", "--json").stdout)
     experiment = status["trial"]["experiment"]
+    assert status["trial"]["deadline_us"] == status["trial"]["started_us"] + 8_000_000
+    shown = cli(settings.home, "lifecycle", "status").stdout
+    assert "inconclusive without its predictions at 20" in shown, shown  # an ISO time follows
     time.sleep(max(0.0, 8.5 - (time.monotonic() - started)))
     ended = run_cycle(settings, params, principal="test")
     assert ended.outcome == "trial_inconclusive", ended.reasons

@@ -209,7 +209,8 @@ def _print_status(report: dict[str, Any]) -> None:
         f"challenger: v{report['challenger'] or '-'}  "
         f"pending approval: {report['pending_approval'] or 'none'}",
         f"cycle running: {'yes' if report['cycle_running'] else 'no'}",
-        f"bake: v{bake['version']} until {when(bake['until_us'])} (replaced v{bake['previous']})"
+        f"bake: v{bake['version']} until {when(bake['until_us'])}, inconclusive without its predictions "
+        f"at {when(bake.get('deadline_us'))} (replaced v{bake['previous']})"
         if bake
         else "bake: none",
         _trial_line(report.get("trial"), when),
@@ -233,5 +234,6 @@ def _trial_line(trial: dict[str, Any] | None, when: Any) -> str:
         return f"trial: v{trial['version']} ({trial['mode']}) waits for the running experiment to end"
     return (
         f"trial: v{trial['version']} ({trial['mode']}, experiment {trial['experiment']}) against "
-        f"v{trial['champion']} until {when(trial.get('until_us'))} at least"
+        f"v{trial['champion']} until {when(trial.get('until_us'))} at least, inconclusive without its "
+        f"predictions at {when(trial.get('deadline_us'))}"
     )

@@ -89,6 +89,7 @@ def _begin(lc: Lifecycle, state: dict[str, Any], principal: str | None) -> Cycle
         return CycleResult("trial_waiting", [f"trial of v{version} waits: {err}"], version=version)
     now_us = time.time_ns() // 1000
     state |= {"experiment": experiment, "started_us": now_us, "until_us": now_us + _us(trial.duration)}
+    state["deadline_us"] = now_us + _us(trial.deadline)
     lc.state.put(TRIAL, state)
     how = "served to" if trial.mode == "experiment" else "scored beside the champion on"
     reason = (

@@ -376,4 +376,5 @@ def _bake_state(
         "previous": previous,
         "started_us": now_us,
         "until_us": now_us + int(duration * 1e6),
+        "deadline_us": now_us + int(seconds(lc.params.lifecycle.bake.deadline) * 1e6),
     }
