@@ -313,3 +313,16 @@ def test_a_deadline_shorter_than_its_duration_is_refused_naming_both() -> None:
         LifecycleParams.model_validate({"trial": {"mode": "shadow", "duration": "2h", "deadline": "1h"}})
     params = LifecycleParams.model_validate({"trial": {"mode": "shadow", "duration": "2h", "deadline": "3d"}})
     assert trial_limits(params).deadline == "3d"
+
+
+def test_an_unset_deadline_is_a_day_after_the_duration_so_long_bakes_stay_valid() -> None:
+    from churnops.core.lifecycle_params import LifecycleParams, deadline_seconds
+
+    params = LifecycleParams.model_validate({"bake": {"duration": "2d"}, "trial": {"duration": "3d"}})
+    assert deadline_seconds(params.bake.duration, params.bake.deadline) == 3 * 86_400
+    bake = params.bake
+    few = Signals("4", predictions=20, error_rate=0.0)
+    assert judge_bake(bake, few, REPLACED, started_s=0, now_s=3 * 86_400 - 1).outcome == "baking"
+    verdict = judge_bake(bake, few, REPLACED, started_s=0, now_s=3 * 86_400)
+    assert verdict.outcome == "inconclusive"
+    assert verdict.reasons[0].endswith("by its deadline (2d + 24h)")

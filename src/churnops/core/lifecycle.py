@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from churnops.core.lifecycle_params import BakeParams, LifecycleParams, TrialParams, seconds
+from churnops.core.lifecycle_params import (
+    BakeParams,
+    LifecycleParams,
+    TrialParams,
+    deadline_seconds,
+    describe_deadline,
+    seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,13 @@ def judge_bake(
         return BakeVerdict(
             "passed", (f"{signals.predictions} predictions over {elapsed:.0f} s with no breach",)
         )
-    if elapsed >= seconds(bake.deadline):
+    if elapsed >= deadline_seconds(bake.duration, bake.deadline):
         return BakeVerdict(
             "inconclusive",
             (
                 f"{signals.predictions} predictions over {elapsed:.0f} s, fewer than the "
-                f"{bake.min_predictions} it needs, by its deadline ({bake.deadline})",
+                f"{bake.min_predictions} it needs, by its deadline "
+                f"({describe_deadline(bake.duration, bake.deadline)})",
             ),
         )
     return BakeVerdict("baking", (f"{signals.predictions} predictions over {elapsed:.0f} s so far",))

@@ -8,8 +8,8 @@
       new_data: {glob: null, settle: 10s, table: null, watermark_column: null}
       retrain: {source: auto, ledger_window: 90d, min_rows: 1000}
       trial: {mode: none, duration: 1h, share: 0.1, min_predictions: 200,  # mode: shadow | experiment
-              deadline: 24h}
-      bake: {duration: 1h, min_predictions: 200, deadline: 24h, max_error_rate: 0.01,
+              deadline: null}  # null: duration + 24h
+      bake: {duration: 1h, min_predictions: 200, deadline: null, max_error_rate: 0.01,
              max_latency_p95_ms: 100, max_prediction_psi: 0.25, max_auc_drop: 0.05, min_labels: 200}
       service_url: null         # the service whose /metrics the bake reads [default: CHURNOPS_HOST:PORT]
 
@@ -62,9 +62,21 @@ Duration = Annotated[str, AfterValidator(_positive)]  # longer than 0
 MaybeZero = Annotated[str, AfterValidator(_not_negative)]  # 0s allowed
 
 
-def _check_deadline(what: str, duration: str, deadline: str) -> None:
-    """A bake or trial without enough traffic would otherwise hold the loop for ever."""
-    if seconds(deadline) < seconds(duration):
+DEADLINE_GRACE = "24h"  # a deadline left unset: this long after the duration
+
+
+def deadline_seconds(duration: str, deadline: str | None) -> float:
+    """When a bake or trial still short of its predictions ends inconclusive, from its start (without
+    a deadline it would hold the loop for as long as no traffic came)."""
+    return seconds(deadline) if deadline is not None else seconds(duration) + seconds(DEADLINE_GRACE)
+
+
+def describe_deadline(duration: str, deadline: str | None) -> str:
+    return deadline if deadline is not None else f"{duration} + {DEADLINE_GRACE}"
+
+
+def _check_deadline(what: str, duration: str, deadline: str | None) -> None:
+    if deadline is not None and seconds(deadline) < seconds(duration):
         raise ValueError(
             f"lifecycle.{what}.deadline {deadline} is shorter than lifecycle.{what}.duration {duration}"
         )
@@ -125,8 +137,9 @@ class BakeParams(BaseModel):
     model_config = _FROZEN
     duration: MaybeZero = "1h"  # 0s: no bake
     min_predictions: int = Field(200, ge=1)  # the bake ends only after this many predictions
-    # Without them by then, the bake ends `inconclusive` (the champion stays; the loop goes on).
-    deadline: Duration = "24h"
+    # Without them by then (from the start; None: duration + 24h), the bake ends `inconclusive`: the
+    # champion stays and the loop goes on.
+    deadline: Duration | None = None
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_latency_p95_ms: float = Field(100.0, gt=0)
     max_prediction_psi: float = Field(0.25, gt=0)
@@ -156,7 +169,7 @@ class TrialParams(BaseModel):
     duration: Duration = "1h"
     share: float = Field(0.1, gt=0, lt=1)
     min_predictions: int = Field(200, ge=1)
-    deadline: Duration = "24h"
+    deadline: Duration | None = None  # from the start; None: duration + 24h
 
     @model_validator(mode="after")
     def _deadline_after_duration(self) -> TrialParams:

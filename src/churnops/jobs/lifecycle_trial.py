@@ -19,7 +19,7 @@ Either way the experiment stops and the decision is recorded: `models.promote` o
 (in `models history`, with the trial's reasons) and a `lifecycle.trial` event with its signals.
 A person can cut a trial short: promoting the candidate (`models promote`) or moving the champion
 ends it (its experiment stops with the move: jobs.promote). A trial still short of its
-predictions at `deadline` (24h by default) ends inconclusive: the candidate goes back to
+predictions at `deadline` (by default 24h after its duration) ends inconclusive: the candidate goes back to
 `candidate`, the champion stays, and the loop retrains again when a trigger fires (a bake without
 traffic ends the same way at its own deadline, and its champion stays).
 """
@@ -32,7 +32,7 @@ from dataclasses import asdict
 from typing import Any
 
 from churnops.core.lifecycle import judge_bake, trial_experiment, trial_limits
-from churnops.core.lifecycle_params import seconds
+from churnops.core.lifecycle_params import deadline_seconds, seconds
 from churnops.errors import Conflict
 from churnops.io.registry import CHAMPION, STATUS_TAG
 from churnops.jobs.experiments import create
@@ -89,7 +89,7 @@ def _begin(lc: Lifecycle, state: dict[str, Any], principal: str | None) -> Cycle
         return CycleResult("trial_waiting", [f"trial of v{version} waits: {err}"], version=version)
     now_us = time.time_ns() // 1000
     state |= {"experiment": experiment, "started_us": now_us, "until_us": now_us + _us(trial.duration)}
-    state["deadline_us"] = now_us + _us(trial.deadline)
+    state["deadline_us"] = now_us + int(deadline_seconds(trial.duration, trial.deadline) * 1e6)
     lc.state.put(TRIAL, state)
     how = "served to" if trial.mode == "experiment" else "scored beside the champion on"
     reason = (

@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from churnops.core.lifecycle_params import seconds
+from churnops.core.lifecycle_params import deadline_seconds, seconds
 from churnops.core.params import Params
 from churnops.errors import Conflict, NotFound
 from churnops.io.change_feed import ChangeFeed
@@ -366,7 +366,8 @@ def _bake_state(
     lc: Lifecycle, name: str, version: str, previous: str | None, action: str
 ) -> dict[str, Any] | None:
     """A promotion (not a rollback, not a first champion) starts a bake of the configured length."""
-    duration = seconds(lc.params.lifecycle.bake.duration)
+    bake = lc.params.lifecycle.bake
+    duration = seconds(bake.duration)
     if action == "rollback" or previous is None or duration <= 0:
         return None
     now_us = time.time_ns() // 1000
@@ -376,5 +377,5 @@ def _bake_state(
         "previous": previous,
         "started_us": now_us,
         "until_us": now_us + int(duration * 1e6),
-        "deadline_us": now_us + int(seconds(lc.params.lifecycle.bake.deadline) * 1e6),
+        "deadline_us": now_us + int(deadline_seconds(bake.duration, bake.deadline) * 1e6),
     }
