@@ -114,6 +114,7 @@ def test_a_record_that_cannot_be_sealed_is_counted_and_the_rest_of_its_batch_is_
     asyncio.run(writer.drain())  # the final checkpoint
     assert writer.counters.outcomes["unsealable"] == 1
     assert writer.counters.outcomes["written"] == 299
+    assert writer.counters.sealed == 299  # audit_seal_seconds_count: sealed records only
     assert bad.prediction_id in str(writer.counters.last_error)
     stored = list(store.chain("w-test"))
     assert len(stored) == 299

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from churnops.core.lifecycle import judge_bake, trial_experiment, trial_limits
@@ -161,16 +161,8 @@ def _promote(
 def _reject(
     lc: Lifecycle, name: str, version: str, champion: str | None, reason: str, principal: str | None
 ) -> CycleResult:
-    text = f"v{version} refused: {reason}"
-    details = move_details(name, version, champion, "lifecycle:trial", "rejected", text, None, None)
-    details["action"] = "trial"
-
-    def then(conn: Any) -> None:
-        lc.registry.set_version_tags(name, version, {STATUS_TAG: "rejected"})
-
-    event_id, _ = lc.events.append("models.reject", details, principal, then=then)
-    logger.info("%s v%s: %s", name, version, text)
-    return CycleResult("rejected", [reason], version=version, event_id=event_id)
+    ending = TrialEnding("rejected", "rejected", "models.reject", "trial", "refused")
+    return _not_promoted(lc, name, version, champion, reason, principal, ending)
 
 
 def _inconclusive(
@@ -178,16 +170,40 @@ def _inconclusive(
 ) -> CycleResult:
     """Too little traffic by the deadline to judge it: back to `candidate` (a person may still promote
     it), the champion stays, and the loop may retrain again."""
-    text = f"v{version} not judged: {reason}"
-    details = move_details(name, version, champion, "lifecycle:trial", "candidate", text, None, None)
-    details["action"] = "inconclusive"
+    ending = TrialEnding("trial_inconclusive", "candidate", "models.trial", "inconclusive", "not judged")
+    return _not_promoted(lc, name, version, champion, reason, principal, ending)
+
+
+@dataclass(frozen=True)
+class TrialEnding:
+    """How a trial that moves no alias is recorded: cycle outcome, version status, event and action."""
+
+    outcome: str
+    status: str
+    event: str
+    action: str
+    verb: str  # "v2 refused: ...", "v2 not judged: ..."
+
+
+def _not_promoted(
+    lc: Lifecycle,
+    name: str,
+    version: str,
+    champion: str | None,
+    reason: str,
+    principal: str | None,
+    ending: TrialEnding,
+) -> CycleResult:
+    text = f"v{version} {ending.verb}: {reason}"
+    details = move_details(name, version, champion, "lifecycle:trial", ending.status, text, None, None)
+    details["action"] = ending.action
 
     def then(conn: Any) -> None:
-        lc.registry.set_version_tags(name, version, {STATUS_TAG: "candidate"})
+        lc.registry.set_version_tags(name, version, {STATUS_TAG: ending.status})
 
-    event_id, _ = lc.events.append("models.trial", details, principal, then=then)
+    event_id, _ = lc.events.append(ending.event, details, principal, then=then)
     logger.warning("%s v%s: %s", name, version, text)
-    return CycleResult("trial_inconclusive", [reason], version=version, event_id=event_id)
+    return CycleResult(ending.outcome, [reason], version=version, event_id=event_id)
 
 
 def _us(duration: str) -> int:

@@ -177,7 +177,7 @@ class LedgerWriter:
             began = time.perf_counter()
             self._seal_into(rows, predictions[start : start + SEAL_SLICE])
             self.counters.seal_seconds_sum += time.perf_counter() - began
-        self.counters.sealed += len(predictions)
+        self.counters.sealed += len(rows)  # unsealable records are counted apart
         return rows
 
     def _seal_into(self, rows: list[list[Any]], predictions: list[Prediction]) -> None:
