@@ -44,6 +44,9 @@ def test_demo_trains_registers_and_serves(tmp_path: Path) -> None:
             time.sleep(0.5)
         text = log.read_text()
         assert "registered churn-synthetic v1" in text
+        # A clean first run: no library chatter or warnings (Great Expectations' INFO lines included).
+        assert "ephemeral docs site" not in text
+        assert not re.search(r"Warning\b|WARNING", text), text[:3000]
         customer = (
             (tmp_path / ".churnops" / "data" / "demo-3000.csv").read_text().splitlines()[1].split(",")[0]
         )

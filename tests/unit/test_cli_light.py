@@ -124,3 +124,23 @@ def test_unknown_drift_is_one_clean_error_line(tmp_path: Path) -> None:
     for known in ("bogus", "price_increase", "encoding_change", "new_segment"):
         assert known in lines[0]
     assert not out.exists()
+
+
+def test_library_chatter_stays_out_of_the_output_but_their_warnings_do_not(
+    restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Great Expectations sets its module loggers to INFO on import ("Created temporary directory ...
+    for ephemeral docs site" in every validation): a level on the parent logger does not hide that."""
+    from churnops.cli._common import configure_logging, make_console
+    from churnops.settings import Settings
+
+    configure_logging(Settings(), make_console(stderr=True))
+    chatty = logging.getLogger("great_expectations.data_context.types.base")
+    chatty.setLevel(logging.INFO)  # what the library does at import
+    chatty.info("Created temporary directory for ephemeral docs site")
+    chatty.warning("a library warning the user should see")
+    logging.getLogger("churnops.jobs.train").info("trained logreg")
+    err = capsys.readouterr().err
+    assert "ephemeral docs site" not in err
+    assert "a library warning the user should see" in err
+    assert "trained logreg" in err

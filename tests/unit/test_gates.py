@@ -139,6 +139,9 @@ def test_discrimination_without_champion_compares_with_a_coin() -> None:
     assert first.passed
     assert first.limit == 0.5
     assert "no champion" in first.detail["baseline"]
+    assert first.reason.endswith("vs a coin's 0.5"), first.reason  # no "+ 0" when there is no margin
+    margin = discrimination_gate(y, good, None, DiscriminationGate(min_auc_delta=0.01))
+    assert margin.reason.endswith("vs a coin's 0.5 + 0.01"), margin.reason
     assert not discrimination_gate(y, shuffled, None, DiscriminationGate()).passed
 
 

@@ -47,6 +47,18 @@ def make_console(stderr: bool = True) -> Console:
     return Console(stderr=stderr)
 
 
+NOISY_LOGGERS = ("alembic", "great_expectations", "urllib3", "git", "matplotlib")
+_NOISY_PREFIXES = tuple(f"{name}." for name in NOISY_LOGGERS)
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Warnings and errors of the noisy libraries pass; their info and debug lines do not."""
+    name = record.name
+    return record.levelno >= logging.WARNING or not (
+        name in NOISY_LOGGERS or name.startswith(_NOISY_PREFIXES)
+    )
+
+
 def configure_logging(settings: Settings, console: Console) -> None:
     from rich.logging import RichHandler
 
@@ -56,8 +68,11 @@ def configure_logging(settings: Settings, console: Console) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(message)s", handlers=[handler], force=True
     )
-    for noisy in ("alembic", "great_expectations", "urllib3", "git", "matplotlib"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Some libraries set their own module loggers to INFO on import (Great Expectations does), which
+    # a parent's level does not override: the handler drops their chatter instead.
+    handler.addFilter(_quiet_libraries)
     # MLflow configures its own loggers on import: its table-creation and pickling notes are noise here.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 

@@ -182,9 +182,8 @@ def discrimination_gate(
             "n": est.n,
             "alpha": gate.alpha,
         }
-        reason = (
-            f"AUC {est.value:.4f} [{est.low:.4f}, {est.high:.4f}] vs a coin's 0.5 + {gate.min_auc_delta:g}"
-        )
+        margin = f" + {gate.min_auc_delta:g}" if gate.min_auc_delta else ""
+        reason = f"AUC {est.value:.4f} [{est.low:.4f}, {est.high:.4f}] vs a coin's 0.5{margin}"
         return GateVerdict("discrimination", est.low, limit, passed, detail, reason)
     if gate.method == "delong":
         cmp = delong_test(y_true, candidate, champion, confidence, gate.min_auc_delta)

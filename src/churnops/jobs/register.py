@@ -86,7 +86,10 @@ def register(
         "model_uri": f"models:/{model_name}/{version}",
     }
     write_json(workdir.registration, result)
-    logger.info("registered %s v%s: %s", model_name, version, move.reason)
+    if move.moved:  # the promotion path has logged its reason: say it once
+        logger.info("registered %s v%s: champion", model_name, version)
+    else:
+        logger.info("registered %s v%s: %s (%s)", model_name, version, move.outcome, move.reason)
     return result
 
 

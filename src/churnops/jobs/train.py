@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from churnops.core.blend import blend, choose_blend
+from churnops.core.blend import MIN_GAIN, blend, choose_blend
 from churnops.core.candidates import TrainedCandidate, TrainingData, fit_candidate
 from churnops.core.params import BLEND, CandidateParams, TrainingParams
 from churnops.core.schema import target_labels
@@ -219,7 +219,16 @@ def _add_blend(fitted: Fitted, data: TrainingData, metric: str) -> None:
         f"best_single_{metric}": choice.best_single,
     }
     if not choice.pays:
-        logger.info("blend %s does not pay on validation: %s", choice.names, summary)
+        weights = " + ".join(f"{n} {w:.2f}" for n, w in zip(choice.names, choice.weights, strict=True))
+        logger.info(
+            "blend %s does not pay on validation: %s %.4f vs %.4f for the best single candidate "
+            "(it must gain more than %g)",
+            weights,
+            metric,
+            choice.score,
+            choice.best_single,
+            MIN_GAIN,
+        )
         return
     classifier = blend(choice, fitted[choice.names[0]][0].classifier, fitted[choice.names[1]][0].classifier)
     trained = TrainedCandidate(name=BLEND, classifier=classifier, seconds=0.0, notes=summary)

@@ -67,7 +67,8 @@ def ensure_schema(engine: sa.Engine) -> str:
         current = current_revision(conn)
         if current != head:
             _check_known(current)
-            logger.info("migrating %s from %s to %s", engine.url.render_as_string(), current, head)
+            start = f"revision {current}" if current else "an empty schema"
+            logger.info("migrating %s from %s to %s", engine.url.render_as_string(), start, head)
             command.upgrade(alembic_config(connection=conn), "head")
         conn.commit()
     return head
