@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from churnops.cli import app
 from churnops.core import envelope
 from churnops.core.ledger import pseudonym
 from churnops.io.secrets import load_secrets
@@ -202,9 +204,17 @@ def test_verify_finds_a_truncated_tail(tampered: tuple[Settings, sqlite3.Connect
     assert "truncated" in _problem(settings)
 
 
-def test_audit_stats_and_export(settings: Settings, traffic: dict[str, dict], tmp_path: Path) -> None:
+def test_audit_stats_and_export(
+    settings: Settings, traffic: dict[str, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     counts = audit.stats(settings)
     assert counts["by_kind"]["prediction"] == 49
+    monkeypatch.setenv("CHURNOPS_HOME", str(settings.home))
+    shown = CliRunner().invoke(app, ["audit", "stats"])
+    assert shown.exit_code == 0, shown.output
+    by_kind = next(line for line in shown.output.splitlines() if line.startswith("by_kind"))
+    assert "prediction 49" in by_kind, by_kind
+    assert "{" not in by_kind, by_kind  # words, not a dict's repr
     out = tmp_path / "export.jsonl"
     assert audit.export(settings, "2000-01-01", out) == counts["records"]
     lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]

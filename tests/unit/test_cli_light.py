@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -144,3 +145,26 @@ def test_library_chatter_stays_out_of_the_output_but_their_warnings_do_not(
     assert "ephemeral docs site" not in err
     assert "a library warning the user should see" in err
     assert "trained logreg" in err
+
+
+def test_no_help_text_loses_words_to_rich_markup() -> None:
+    """Typer renders help through Rich markup: "[default: ...]" is a tag to Rich and vanishes, so
+    `--model` once read "Registered model name ." in every command."""
+    import typer
+    from rich.text import Text
+
+    # Typer's own command and option classes (not click's): read them by attribute.
+    def walk(command: Any, path: str) -> Iterator[tuple[str, str]]:
+        for text in (command.help, command.short_help):
+            if text:
+                yield path, text
+        for param in command.params:
+            if getattr(param, "help", None):
+                yield f"{path} {param.opts[0]}", param.help
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    texts = list(walk(typer.main.get_command(app), "churnops"))
+    assert len(texts) > 100  # every command and option was read
+    lost = [(where, text) for where, text in texts if Text.from_markup(text).plain != text]
+    assert not lost, lost

@@ -22,14 +22,14 @@ if TYPE_CHECKING:
     from churnops.settings import Settings
 
 WorkdirOption = Annotated[
-    Path | None, typer.Option(help="Stage working directory [default: $CHURNOPS_HOME/pipeline].")
+    Path | None, typer.Option(help="Stage working directory (default: $CHURNOPS_HOME/pipeline).")
 ]
 ParamsOption = Annotated[
-    Path | None, typer.Option(help="params.yaml [default: ./params.yaml if present, else built-in defaults].")
+    Path | None, typer.Option(help="params.yaml (default: ./params.yaml if present, else built-in defaults).")
 ]
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", help="Registered model name [default: the only one, or CHURNOPS_MODEL_NAME]."),
+    typer.Option("--model", help="Registered model name (default: the only one, or CHURNOPS_MODEL_NAME)."),
 ]
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -54,7 +54,10 @@ def audit_stats(as_json: JsonOption = False) -> None:
         print_json(counts)
         return
     for key, value in counts.items():
-        typer.echo(f"{key:14} {value}")
+        shown = value
+        if isinstance(value, dict):  # records by kind: "event 2, prediction 40", not a dict's repr
+            shown = ", ".join(f"{kind} {count:,}" for kind, count in value.items()) or "none"
+        typer.echo(f"{key:14} {shown}")
 
 
 @app.command("export")

@@ -16,7 +16,7 @@ app = typer.Typer(help="Feature store: offline (SQL) -> online (Redis or in-proc
 
 @app.command("materialize")
 def features_materialize(
-    version: Annotated[str | None, typer.Option(help="Feature-set version [default: the newest].")] = None,
+    version: Annotated[str | None, typer.Option(help="Feature-set version (default: the newest).")] = None,
 ) -> None:
     """Write every customer's latest feature vector to the online store (pipelined, with progress)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

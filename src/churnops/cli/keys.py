@@ -17,7 +17,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="Who or what the key is for.")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: predict, admin, audit.")],
     rate_limit: Annotated[
-        str | None, typer.Option(help="N/second|minute|hour|day [default: CHURNOPS_RATE_LIMIT].")
+        str | None, typer.Option(help="N/second|minute|hour|day (default: CHURNOPS_RATE_LIMIT).")
     ] = None,
     signed: Annotated[bool, typer.Option("--signed", help="Require HMAC-signed requests.")] = False,
     expires_in_days: Annotated[float | None, typer.Option(min=0.001, help="Expire after D days.")] = None,

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 SpecOption = Annotated[
-    str | None, typer.Option(help="Spec to retrain with [default: the champion's; 'synthetic' before one].")
+    str | None, typer.Option(help="Spec to retrain with (default: the champion's; 'synthetic' before one).")
 ]
 
 

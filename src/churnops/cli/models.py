@@ -76,7 +76,7 @@ def models_promote(
 @app.command("rollback")
 def models_rollback(
     to: Annotated[
-        str | None, typer.Option("--to", help="A former champion [default: the one replaced].")
+        str | None, typer.Option("--to", help="A former champion (default: the one replaced).")
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why, recorded with the event.")] = None,
     model: ModelOption = None,

@@ -40,7 +40,7 @@ def monitor_drift(
     params_file: ParamsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per-feature PSI and Jensen-Shannon, unseen and missing shares, prediction drift [default window 1h]."""
+    """Per-feature PSI and Jensen-Shannon, unseen and missing shares, prediction drift (default window 1h)."""
     from churnops.io.datasets import load_params
     from churnops.jobs.monitor import drift, open_stores, window_of
 
@@ -89,7 +89,7 @@ def monitor_performance(
     params_file: ParamsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Realised metrics per cohort as labels mature, and the label-free estimate [default window 60d]."""
+    """Realised metrics per cohort as labels mature, and the label-free estimate (default window 60d)."""
     from churnops.io.datasets import load_params
     from churnops.jobs.monitor import open_stores, performance, window_of
 
@@ -140,7 +140,7 @@ def monitor_cost(
     params_file: ParamsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Measured cost per 1,000 predictions per variant, against its trailing baseline [default window 1h]."""
+    """Measured cost per 1,000 predictions per variant, against its trailing baseline (default window 1h)."""
     from churnops.errors import ConfigError
     from churnops.io.datasets import load_params
     from churnops.jobs.monitor import cost, open_stores, window_of
@@ -201,7 +201,7 @@ def monitor_run(
 def monitor_profile(
     version: Annotated[str, typer.Argument(help="The model version that has no reference profile.")],
     data: Annotated[
-        Path | None, typer.Option(help="Rows the version was trained on [default: the pipeline workdir's].")
+        Path | None, typer.Option(help="Rows the version was trained on (default: the pipeline workdir's).")
     ] = None,
     model: ModelOption = None,
     params_file: ParamsOption = None,

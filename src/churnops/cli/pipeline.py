@@ -26,13 +26,13 @@ app = typer.Typer(help="Validate, featurize, train, evaluate and register.", no_
 
 @app.command("run")
 def pipeline_run(
-    data: Annotated[Path | None, typer.Option(help="CSV or Parquet file [default: synthetic data].")] = None,
+    data: Annotated[Path | None, typer.Option(help="CSV or Parquet file (default: synthetic data).")] = None,
     spec: Annotated[
         str, typer.Option(help="Built-in spec name (synthetic, telco) or a spec YAML path.")
     ] = "synthetic",
     params: ParamsOption = None,
     workdir: Annotated[
-        Path | None, typer.Option(help="Working directory [default: a new $CHURNOPS_HOME/runs/pipeline-...].")
+        Path | None, typer.Option(help="Working directory (default: a new $CHURNOPS_HOME/runs/pipeline-...).")
     ] = None,
     rows: Annotated[int, typer.Option(min=100, help="Rows to generate when --data is not given.")] = 20_000,
     search: Annotated[

@@ -52,7 +52,7 @@ def privacy_opt_out(customer: CustomerOption) -> None:
 @app.command("purge")
 def privacy_purge(
     older_than_days: Annotated[
-        int | None, typer.Option(help="Retention in days [default: params.yaml ledger.retention_days].")
+        int | None, typer.Option(help="Retention in days (default: params.yaml ledger.retention_days).")
     ] = None,
 ) -> None:
     """Shred ledger payloads past the retention period (their data keys are destroyed)."""

@@ -46,11 +46,11 @@ def score(
 
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Bind address [default: CHURNOPS_HOST or 127.0.0.1].")
+        str | None, typer.Option(help="Bind address (default: CHURNOPS_HOST or 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: CHURNOPS_PORT or 8000].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: CHURNOPS_PORT or 8000).")] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes [default: CHURNOPS_WORKERS or 1].")
+        int | None, typer.Option(min=1, help="Worker processes (default: CHURNOPS_WORKERS or 1).")
     ] = None,
 ) -> None:
     """Serve /v1/predict from the registry's champion (OpenAPI at /docs)."""
