@@ -168,3 +168,22 @@ def test_no_help_text_loses_words_to_rich_markup() -> None:
     assert len(texts) > 100  # every command and option was read
     lost = [(where, text) for where, text in texts if Text.from_markup(text).plain != text]
     assert not lost, lost
+
+
+def test_lifecycle_status_says_none_for_an_alias_nobody_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    from churnops.cli.lifecycle import _print_status
+
+    report = {
+        "model": "churn-synthetic",
+        "champion": "1",
+        "challenger": None,
+        "pending_approval": None,
+        "cycle_running": False,
+        "bake": None,
+        "trial": None,
+        "last_cycle": None,
+        "recent_events": [],
+    }
+    _print_status(report)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "model: churn-synthetic  champion: v1  challenger: none  pending approval: none", first

@@ -203,10 +203,13 @@ def _print_status(report: dict[str, Any]) -> None:
     def when(at_us: int | None) -> str:
         return "-" if not at_us else datetime.fromtimestamp(at_us / 1e6, tz=UTC).isoformat(timespec="seconds")
 
+    def version(value: str | None) -> str:
+        return f"v{value}" if value else "none"
+
     bake, last = report["bake"], report["last_cycle"]
     lines = [
-        f"model: {report['model'] or '-'}  champion: v{report['champion'] or '-'}  "
-        f"challenger: v{report['challenger'] or '-'}  "
+        f"model: {report['model'] or '-'}  champion: {version(report['champion'])}  "
+        f"challenger: {version(report['challenger'])}  "
         f"pending approval: {report['pending_approval'] or 'none'}",
         f"cycle running: {'yes' if report['cycle_running'] else 'no'}",
         f"bake: v{bake['version']} until {when(bake['until_us'])}, inconclusive without its predictions "
