@@ -187,3 +187,18 @@ def test_lifecycle_status_says_none_for_an_alias_nobody_holds(capsys: pytest.Cap
     _print_status(report)
     first = capsys.readouterr().out.splitlines()[0]
     assert first == "model: churn-synthetic  champion: v1  challenger: none  pending approval: none", first
+
+
+def test_the_estimate_line_says_its_verdict_once() -> None:
+    from churnops.cli.monitor import _estimate_line
+
+    unchecked = {"variant": "champion", "version": "1", "reliable": None,
+                 "reasons": ["unchecked: 0 labels in matured cohorts < min 2000"]}  # fmt: skip
+    assert (
+        _estimate_line(unchecked)
+        == "estimate for champion v1: unchecked: 0 labels in matured cohorts < min 2000"
+    )
+    reliable = {"variant": "a", "version": "2", "reliable": True, "reasons": []}
+    assert _estimate_line(reliable) == "estimate for a v2: reliable"
+    off = {"variant": "a", "version": "2", "reliable": False, "reasons": ["ECE 0.080 > 0.03 + noise 0.010"]}
+    assert _estimate_line(off) == "estimate for a v2: UNRELIABLE: ECE 0.080 > 0.03 + noise 0.010"

@@ -314,3 +314,11 @@ def test_unknown_windows_are_clear_errors(text: str) -> None:
     with pytest.raises(InvalidRequest, match="window") as caught:
         parse_window(text)
     assert caught.value.field == "window"
+
+
+def test_a_window_is_described_as_users_type_it() -> None:
+    assert parse_window("1h").describe() == "last 1h"
+    assert parse_window("60d").describe() == "last 60d"  # not "last 5184000 s"
+    assert parse_window("90s").describe() == "last 90s"
+    assert parse_window("2w").describe() == "last 14d"
+    assert parse_window("5000").describe() == "last 5000 predictions"

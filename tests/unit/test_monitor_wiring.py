@@ -180,7 +180,7 @@ def test_bad_input_and_thin_windows_are_answers_not_failures(
 ) -> None:
     empty = monitor.drift(stores.monitor, PRICED, parse_window("1h"), now_us=NOW_US)
     assert empty["status"] == "no_data"
-    assert empty["message"] == "not enough data: no predictions in the last 3600 s"
+    assert empty["message"] == "not enough data: no predictions in the last 1h"
     _save(stores, profile)
     stores.monitor.append([_row(profile, _records(50, 1), "w", NOW_US)], None)
     thin = monitor.drift(stores.monitor, PRICED, parse_window("1h"), now_us=NOW_US)

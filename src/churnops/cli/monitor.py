@@ -104,9 +104,16 @@ def monitor_performance(
     if answer["cohorts"]:
         _performance_table(answer)
     for check in answer["calibration"]:
-        verdict = {True: "reliable", False: "UNRELIABLE", None: "unchecked"}[check["reliable"]]
-        reasons = "; ".join(check["reasons"])
-        typer.echo(f"estimate for {check['variant']} v{check['version']}: {verdict} {reasons}".rstrip())
+        typer.echo(_estimate_line(check))
+
+
+def _estimate_line(check: dict[str, Any]) -> str:
+    """'estimate for champion v1: unchecked: 0 labels in matured cohorts < min 2000'."""
+    verdict = {True: "reliable", False: "UNRELIABLE", None: "unchecked"}[check["reliable"]]
+    # A reason may already start with the verdict ("unchecked: 0 labels ..."): say it once.
+    reasons = "; ".join(check["reasons"]).removeprefix(f"{verdict}: ")
+    line = f"estimate for {check['variant']} v{check['version']}: {verdict}"
+    return f"{line}: {reasons}" if reasons else line
 
 
 def _performance_table(answer: dict[str, Any]) -> None:

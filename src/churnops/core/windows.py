@@ -31,8 +31,16 @@ class Window:
 
     def describe(self) -> str:
         if self.seconds is not None:
-            return f"last {self.seconds} s"
+            return f"last {_duration_text(self.seconds)}"
         return f"last {self.predictions} predictions"
+
+
+def _duration_text(seconds: int) -> str:
+    """3600 -> '1h', 5184000 -> '60d', 90 -> '90s': the largest unit that divides it, as users type it."""
+    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
+        if unit != "w" and seconds % size == 0:  # weeks read worse than days ('60d', not '8w4d')
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def parse_window(text: str, field: str = "window") -> Window:
