@@ -216,7 +216,7 @@ def performance_report(
         check = calibration_check(group, group_starts, now, params, version, variant)
         checks.append(check)
         cohorts.extend(_with_reliability(row, check.reliable) for row in rows)
-    message = f"{len(made)} predictions in {len(cohorts)} cohorts"
+    message = f"{len(made)} predictions in {len(cohorts)} cohort{'' if len(cohorts) == 1 else 's'}"
     return PerformanceReport(
         now, params.cohort, params.label_window_days, message, tuple(cohorts), tuple(checks)
     )
