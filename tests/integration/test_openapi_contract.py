@@ -8,6 +8,7 @@ key; no check is excluded.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,12 @@ def test_schema_has_no_dangling_refs_and_lists_the_features(served: tuple[Churno
     security = schema["paths"]["/v1/predict"]["post"]["security"]
     assert {name for item in security for name in item} == {"APIKeyHeader", "HTTPBearer"}
     assert "security" not in schema["paths"]["/health/live"]["get"]
+    # Operation ids a generated client can name its methods after: tag-function, unique.
+    ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), ids
+    assert schema["paths"]["/v1/predict"]["post"]["operationId"] == "predictions-predict"
+    assert schema["paths"]["/v1/privacy/customers/{customer_id}"]["delete"]["operationId"] == "privacy-erase"
+    assert all(re.fullmatch(r"[a-z]+-[a-z_]+", i) for i in ids), ids  # no path or method noise
 
 
 def _refs(node: object) -> list[str]:

@@ -87,6 +87,7 @@ def create_app(
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.service = None
     app.state.settings = settings

@@ -15,11 +15,18 @@ from fastapi.openapi.utils import get_openapi
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from fastapi.routing import APIRoute
 
     from churnops.serving.scorer import FeatureRules
 
 NUMBER = {"anyOf": [{"type": "number"}, {"type": "null"}]}
 SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+
+
+def operation_id(route: APIRoute) -> str:
+    """`predictions-predict`, not FastAPI's default `predict_v1_predict_post`: generated clients name
+    their methods after it (FastAPI's own recommendation for SDK generation: tag, then function)."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
 def request_body(name: str) -> dict[str, Any]:
