@@ -154,6 +154,7 @@ def test_export_then_erasure_then_only_the_tombstone(
     exported = client.get(f"/v1/privacy/customers/{customer}").json()
     assert exported["erased"] is False
     assert exported["offline_features"]
+    assert exported["online_store"].startswith("embedded: each server holds an in-process copy")
     prediction = next(p for p in exported["predictions"] if p["prediction_id"] == answer["prediction_id"])
     assert prediction["features"] == exported["offline_features"][-1]["values"]
     assert exported["labels"][0]["churned"] is True

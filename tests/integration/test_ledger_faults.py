@@ -238,6 +238,7 @@ def test_erasure_end_to_end_on_postgres_and_redis_with_two_workers(
         time.sleep(0.5)
         exported = httpx.get(f"{server.url}/v1/privacy/customers/{customer}", timeout=10).json()
         assert exported["online_features"]
+        assert exported["online_store"].startswith("redis")
         assert exported["offline_features"]
         assert exported["predictions"]
         client = redis.Redis.from_url(redis_server.url)

@@ -112,6 +112,7 @@ def export_customer(privacy: Privacy, customer_id: str) -> dict[str, Any]:
         "opted_out_at": _iso(state["opted_out_at_us"]) if state.get("opted_out_at_us") else None,
         "offline_features": offline,
         "online_features": online,
+        "online_store": _online_store_note(privacy),
         "predictions": [_prediction(privacy, r, data_keys) for r in predictions],
         "labels": [
             {
@@ -208,6 +209,13 @@ def _holds_anything(privacy: Privacy, subject: str, customer_id: str) -> bool:
 def _feature_set_versions(privacy: Privacy) -> list[str]:
     with privacy.sql.ready().connect() as conn:
         return [str(v) for v in conn.execute(sa.select(feature_sets.c.version)).scalars()]
+
+
+def _online_store_note(privacy: Privacy) -> str:
+    """Where the online copy lives, so an empty `online_features` is not read as "none held"."""
+    if privacy.settings.online_store_url == "memory://":
+        return "embedded: each server holds an in-process copy of the offline rows above"
+    return "redis: the vectors in online_features, by feature-set version"
 
 
 def _online_vectors(privacy: Privacy, customer_id: str) -> dict[str, Any]:
