@@ -86,10 +86,8 @@ def register(
         "model_uri": f"models:/{model_name}/{version}",
     }
     write_json(workdir.registration, result)
-    if move.moved:  # the promotion path has logged its reason: say it once
-        logger.info("registered %s v%s: champion", model_name, version)
-    else:
-        logger.info("registered %s v%s: %s (%s)", model_name, version, move.outcome, move.reason)
+    # The promotion path has logged the outcome's reason (champion, rejected, trial, pending): once.
+    logger.info("registered %s v%s: %s", model_name, version, move.outcome)
     return result
 
 
