@@ -202,3 +202,11 @@ def test_the_estimate_line_says_its_verdict_once() -> None:
     assert _estimate_line(reliable) == "estimate for a v2: reliable"
     off = {"variant": "a", "version": "2", "reliable": False, "reasons": ["ECE 0.080 > 0.03 + noise 0.010"]}
     assert _estimate_line(off) == "estimate for a v2: UNRELIABLE: ECE 0.080 > 0.03 + noise 0.010"
+
+
+def test_a_zero_gate_limit_reads_0_not_minus_0() -> None:
+    from churnops.cli.gates import _number
+
+    assert _number(-0.0) == "0"
+    assert _number(None) == "-"
+    assert _number(0.03327) == "0.03327"

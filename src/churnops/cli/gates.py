@@ -47,6 +47,7 @@ def gates_check(
 
 def _print(report: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     against = f"champion v{report['champion']}" if report["champion"] else "no champion"
     evaluation = report.get("evaluation") or {}
@@ -60,10 +61,10 @@ def _print(report: dict[str, Any]) -> None:
             _number(verdict["value"]),
             _number(verdict["limit"]),
             "[green]pass[/]" if verdict["passed"] else "[red]FAIL[/]",
-            verdict["reason"],
+            Text(verdict["reason"]),  # plain text: a reason may name a user's column with brackets
         )
     make_console(stderr=False).print(table)
 
 
 def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return "-" if value is None else f"{value + 0.0:.4g}"  # + 0.0: a zero limit reads 0, not -0
