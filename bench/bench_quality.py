@@ -206,6 +206,8 @@ def main() -> None:
         "--split-seeds", type=int, default=0, help="also: telco's holdout AUC over N other split seeds"
     )
     args = parser.parse_args()
+    if args.split_seeds < 0:
+        parser.error(f"--split-seeds: must be 0 (off) or more, got {args.split_seeds}")
     logging.basicConfig(level=logging.WARNING)
     for handler in logging.getLogger().handlers:  # libraries that set their own loggers to INFO
         handler.addFilter(lambda record: record.levelno >= logging.WARNING)

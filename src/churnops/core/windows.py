@@ -35,12 +35,13 @@ class Window:
         return f"last {self.predictions} predictions"
 
 
+_SHOWN_UNITS = (("d", 86_400), ("h", 3600), ("m", 60))  # no weeks: '60d' reads better than '8w4d'
+
+
 def _duration_text(seconds: int) -> str:
     """3600 -> '1h', 5184000 -> '60d', 90 -> '90s': the largest unit that divides it, as users type it."""
-    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
-        if unit != "w" and seconds % size == 0:  # weeks read worse than days ('60d', not '8w4d')
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    unit, size = next(((u, n) for u, n in _SHOWN_UNITS if seconds % n == 0), ("s", 1))
+    return f"{seconds // size}{unit}"
 
 
 def parse_window(text: str, field: str = "window") -> Window:
