@@ -201,3 +201,46 @@ def test_the_sealers_inlined_prediction_row_is_the_generic_chain_link() -> None:
         assert reference.link_values(expected) == row
         assert row[FIELDS.index("feature_hash")] == feature_hash(feature_key, feature_bytes(features))
         assert row[FIELDS.index("key_epoch")] == key_epoch(p.at_us, 30)
+
+
+def test_a_customers_unchanged_vector_is_sealed_once_per_key_and_a_new_one_afresh() -> None:
+    """The sealer reuses a vector's ciphertext while the hot path hands over the same vector object
+    under the same data key (the same plaintext, key, nonce and associated data: the same bytes).
+    A replaced vector, an erased customer and a new key period are each sealed afresh, and every
+    payload opens to the vector its record scored."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from churnops.core.ledger import FIELDS, Chain, feature_bytes
+    from churnops.core.ledger_rows import Prediction, Sealer
+
+    wrapping = os.urandom(32)
+    sealer = Sealer(Chain("p-reuse"), os.urandom(32), os.urandom(64), wrapping, 1)
+    keys: dict[tuple[str, int], bytes] = {}
+
+    def seal(features: dict[str, object], at_us: int) -> tuple[bytes, str]:
+        p = Prediction(
+            f"id-{at_us}", at_us, "r", "c1", None, "churn", "1", "champion", None, None, "served",
+            0.3, False, 0.5, [], "online", features,
+        )  # fmt: skip
+        row = sealer.prediction_row(p)
+        subject, epoch = row[FIELDS.index("subject")], row[FIELDS.index("key_epoch")]
+        for made in sealer.take_new_keys():
+            aad = envelope.associated_data(made["subject"], made["epoch"])
+            keys[(made["subject"], made["epoch"])] = envelope.unwrap_key(wrapping, made["wrapped"], aad)
+        aead = AESGCM(keys[(subject, epoch)])
+        payload = row[FIELDS.index("payload")]
+        opened = envelope.open_sealed(aead, payload, envelope.associated_data(subject, epoch))
+        assert opened == feature_bytes(features)
+        return payload, subject
+
+    day_us = 86_400_000_000
+    vector = {"tenure": 3, "charges": 70.5}
+    first, subject = seal(vector, 10)
+    assert seal(vector, 20)[0] == first  # same object, same key: the ciphertext is reused
+    replaced = {"tenure": 4, "charges": 70.5}
+    assert seal(replaced, 30)[0] != first  # the store replaced the vector: sealed afresh
+    again = seal(replaced, 40)[0]
+    sealer.forget(subject)  # erasure: the key is gone, so is its ciphertext
+    erased = seal(replaced, 50)[0]
+    assert erased != again
+    assert seal(replaced, day_us + 60)[0] != erased  # a new key period, a new key

@@ -6,6 +6,11 @@ background writer. Each writer process wraps data keys of its own for each custo
 key period, so it never reads a key from the database on the write path and keeps
 working while the database is down (the wrapped keys travel with the records, into the
 database or the spool).
+
+A customer's vector is sealed once per data key and reused while the hot path hands over the
+same vector object (the stores replace a customer's vector, never edit it in place): the same
+plaintext under the same key, nonce and associated data is the same ciphertext, so a repeated
+payload reveals only that the vectors are equal, which the keyed feature hash already says.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Sealer:
         wrapping_key: bytes,
         epoch_days: int,
         cache_max: int = 200_000,
+        sealed_max: int = 20_000,
     ) -> None:
         self.chain = chain
         self.pseudonym_key = pseudonym_key
@@ -70,7 +76,11 @@ class Sealer:
         self._epoch_us = epoch_days * 86_400_000_000  # `key_epoch`, inlined on the hot path
         self._feature_hasher = hashlib.blake2b(key=feature_key[:64], digest_size=32)  # `feature_hash`
         self.cache_max = cache_max
+        self.sealed_max = sealed_max
         self._subjects: dict[str, str] = {}  # customer id -> pseudonym
+        # customer id -> (vector object, epoch, pseudonym, payload, payload digest, feature hash):
+        # most predictions score a stored vector, the same object until the store replaces it.
+        self._sealed: dict[str, tuple[Mapping[str, Any], int, str, bytes, str, str]] = {}
         # (pseudonym, epoch) -> this writer's data key. Never evicted within a period: a key made
         # twice for one (customer, period, writer) would clash with the stored one. Periods older
         # than the previous one are dropped as time moves on.
@@ -93,23 +103,19 @@ class Sealer:
         """Seal and chain one prediction: the same bytes as `Chain.link_values` over the record's
         values, written out in one function because it runs once per prediction on the serving core
         (each call and lookup saved here is a measurable share of the ledger's cost)."""
-        subject = self._subjects.get(p.customer_id) or self.subject(p.customer_id)
-        vector = _dumps(p.features, option=_SORTED)
         epoch = p.at_us // self._epoch_us
-        aead, aad = self._keys.get((subject, epoch)) or self._data_key(subject, epoch)
-        nonce = next(self._nonces).to_bytes(_NONCE_BYTES, "big")
-        payload = nonce + aead.encrypt(nonce, vector, aad)
+        sealed = self._sealed.get(p.customer_id)
+        if sealed is None or sealed[0] is not p.features or sealed[1] != epoch:
+            sealed = self._seal_vector(p.customer_id, p.features, epoch)
+        _, _, subject, payload, payload_digest, digest = sealed
         reasons = _dumps(p.reasons).decode()
-        keyed = self._feature_hasher.copy()  # a copy skips the keyed init's extra compression
-        keyed.update(vector)
-        digest = keyed.hexdigest()
         chain = self.chain
         seq, prev = chain.seq + 1, chain.head  # the chain moves only once the record is whole
         canonical = _dumps([
             FORMAT, p.prediction_id, chain.writer_id, seq, PREDICTION, p.at_us, p.request_id, subject,
             p.principal, p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,
             p.probability, p.decision, p.threshold, reasons, p.feature_source, digest, epoch,
-            _sha256(payload).hexdigest(), None, None,
+            payload_digest, None, None,
         ])  # fmt: skip
         record_hash = _sha256(prev.encode() + b"\n" + canonical).hexdigest()
         chain.seq, chain.head = seq, record_hash
@@ -119,6 +125,23 @@ class Sealer:
             p.probability, p.decision, p.threshold, reasons, p.feature_source,
             digest, epoch, payload, None, None, prev, record_hash,
         ]  # fmt: skip
+
+    def _seal_vector(
+        self, customer_id: str, features: Mapping[str, Any], epoch: int
+    ) -> tuple[Mapping[str, Any], int, str, bytes, str, str]:
+        """Encrypt and hash one vector under the customer's key of the period, and keep the result."""
+        subject = self._subjects.get(customer_id) or self.subject(customer_id)
+        vector = _dumps(features, option=_SORTED)
+        aead, aad = self._keys.get((subject, epoch)) or self._data_key(subject, epoch)
+        nonce = next(self._nonces).to_bytes(_NONCE_BYTES, "big")
+        payload = nonce + aead.encrypt(nonce, vector, aad)
+        keyed = self._feature_hasher.copy()  # a copy skips the keyed init's extra compression
+        keyed.update(vector)
+        if len(self._sealed) >= self.sealed_max:
+            self._sealed.clear()
+        sealed = (features, epoch, subject, payload, _sha256(payload).hexdigest(), keyed.hexdigest())
+        self._sealed[customer_id] = sealed
+        return sealed
 
     def event_row(
         self,
@@ -146,18 +169,22 @@ class Sealer:
         return keys
 
     def forget(self, subject: str) -> None:
-        """Erasure: drop every cached key and id of this customer."""
+        """Erasure: drop every cached key, id and sealed vector of this customer."""
         # list(dict) is one C-level copy: safe while the writer thread adds entries.
         for key in [k for k in list(self._keys) if k[0] == subject]:
             self._keys.pop(key, None)
         for customer, known in list(self._subjects.items()):
             if known == subject:
                 self._subjects.pop(customer, None)
+        for customer, sealed in list(self._sealed.items()):
+            if sealed[2] == subject:
+                self._sealed.pop(customer, None)
 
     def forget_epochs_before(self, epoch: int) -> None:
         """Retention: stop using keys of periods that were shredded."""
         for key in [k for k in list(self._keys) if k[1] < epoch]:
             self._keys.pop(key, None)
+        self._sealed.clear()  # payloads under the dropped keys must not be reused
 
     def _data_key(self, subject: str, epoch: int) -> tuple[AESGCM, bytes]:
         """This writer's key for (customer, period) and the associated data its payloads carry."""

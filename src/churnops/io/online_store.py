@@ -102,7 +102,9 @@ class InMemoryOnlineStore:
         return [vectors.get(entity) for entity in entity_ids]
 
     def write_many(self, version: str, items: Iterable[tuple[str, Vector]]) -> int:
-        """Replace each entity's vector in `version` (copied: callers may reuse their dicts)."""
+        """Replace each entity's vector in `version` (copied: callers may reuse their dicts). A
+        vector is replaced, never edited in place: the ledger's sealer knows an unchanged vector
+        by its identity (`core/ledger_rows.py`)."""
         target = self._versions.setdefault(version, {})
         written = 0
         for entity, values in items:
