@@ -483,8 +483,10 @@ def ledger_cost(port: int) -> str:
     per_record = values["audit_seal_seconds_sum"] / sealed * 1e6
     per_batch = values["audit_write_seconds_sum"] / stored * 1e3
     written = values.get('audit_records_total{outcome="written"}', 0.0)
+    fresh = values.get("audit_vectors_sealed_total", 0.0)
     return (
-        f"ledger: sealing {per_record:.1f} us per record on the serving core (audit_seal_seconds); "
+        f"ledger: sealing {per_record:.1f} us per record on the serving core (audit_seal_seconds), "
+        f"{fresh:,.0f} of {sealed:,.0f} vectors encrypted afresh; "
         f"{written:,.0f} records stored in {stored:,.0f} batches, {per_batch:.1f} ms each (wall, in a thread)"
     )
 

@@ -228,23 +228,25 @@ def test_the_ledgers_own_cost_is_in_the_metrics(
     pipeline_run: PipelineRun, customers: pd.DataFrame, tmp_path: Path
 ) -> None:
     """audit_seal_seconds: what sealing one record costs the serving core (sum over count), beside
-    audit_write_seconds per stored batch."""
+    audit_write_seconds per stored batch; audit_vectors_sealed_total: the second prediction for a
+    customer whose stored vector is unchanged reuses its ciphertext."""
     import time
 
     copy_home(pipeline_run.settings.home, tmp_path / "home")
     settings = Settings(churnops_home=tmp_path / "home", CHURNOPS_AUDIT_FLUSH_MS=5)
     values: dict[str, float] = {}
     with TestClient(serving_app(settings), headers=all_scopes(settings)) as client:
-        for cid in customers["customer_id"].head(30):
+        for cid in [*customers["customer_id"].head(30)] * 2:
             assert client.post("/v1/predict", json={"customer_id": cid}).status_code == 200
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and values.get("audit_seal_seconds_count", 0) < 30:
+        while time.monotonic() < deadline and values.get("audit_seal_seconds_count", 0) < 60:
             time.sleep(0.2)  # the metrics snapshot is refreshed once a second
             lines = client.get("/metrics").text.splitlines()
             values = {
                 n: float(v) for n, _, v in (line.partition(" ") for line in lines) if n.startswith("audit_")
             }
-    assert values["audit_seal_seconds_count"] == 30
-    assert 0 < values["audit_seal_seconds_sum"] < 30 * 0.01  # tens of microseconds a record, not ms
+    assert values["audit_seal_seconds_count"] == 60
+    assert 0 < values["audit_seal_seconds_sum"] < 60 * 0.01  # tens of microseconds a record, not ms
+    assert values["audit_vectors_sealed_total"] == 30
     assert values["audit_write_seconds_count"] >= 1
-    assert values['audit_records_total{outcome="written"}'] == 30
+    assert values['audit_records_total{outcome="written"}'] == 60

@@ -81,6 +81,7 @@ class Sealer:
         # customer id -> (vector object, epoch, pseudonym, payload, payload digest, feature hash):
         # most predictions score a stored vector, the same object until the store replaces it.
         self._sealed: dict[str, tuple[Mapping[str, Any], int, str, bytes, str, str]] = {}
+        self.vectors_sealed = 0  # vectors encrypted afresh (records sealed minus reuses)
         # (pseudonym, epoch) -> this writer's data key. Never evicted within a period: a key made
         # twice for one (customer, period, writer) would clash with the stored one. Periods older
         # than the previous one are dropped as time moves on.
@@ -137,6 +138,7 @@ class Sealer:
         payload = nonce + aead.encrypt(nonce, vector, aad)
         keyed = self._feature_hasher.copy()  # a copy skips the keyed init's extra compression
         keyed.update(vector)
+        self.vectors_sealed += 1
         if len(self._sealed) >= self.sealed_max:
             self._sealed.clear()
         sealed = (features, epoch, subject, payload, _sha256(payload).hexdigest(), keyed.hexdigest())

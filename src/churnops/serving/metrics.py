@@ -282,6 +282,12 @@ def _render_audit(snapshots: list[dict[str, Any]]) -> Iterator[str]:
     yield "# TYPE audit_seal_seconds summary\n"
     yield f"audit_seal_seconds_sum {totals.get('seal_seconds_sum', 0):.6f}\n"
     yield f"audit_seal_seconds_count {totals.get('sealed', 0):g}\n"
+    yield (
+        "# HELP audit_vectors_sealed_total Feature vectors encrypted afresh; a record whose customer's"
+        " vector is unchanged reuses its ciphertext (audit_seal_seconds_count minus this: reuses).\n"
+    )
+    yield "# TYPE audit_vectors_sealed_total counter\n"
+    yield f"audit_vectors_sealed_total {totals.get('vectors_sealed', 0):g}\n"
 
 
 def _render_tasks(snapshots: list[dict[str, Any]]) -> Iterator[str]:

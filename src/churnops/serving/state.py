@@ -101,6 +101,7 @@ class ServiceState:
                 "writes": counters.writes,
                 "seal_seconds_sum": counters.seal_seconds_sum,
                 "sealed": counters.sealed,
+                "vectors_sealed": self.ledger.sealer.vectors_sealed,
             }
         experiment = self.experiment
         self.metrics.experiment_weights = (
