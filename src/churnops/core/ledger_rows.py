@@ -55,6 +55,17 @@ class Prediction(NamedTuple):
     features: Mapping[str, Any]
 
 
+class SealedVector(NamedTuple):
+    """One customer's vector as sealed under their data key of one period (reused while unchanged)."""
+
+    vector: Mapping[str, Any]  # the object the hot path handed over: identity marks it unchanged
+    epoch: int
+    subject: str
+    payload: bytes
+    payload_digest: str
+    feature_hash: str
+
+
 class Sealer:
     """Pseudonymises, seals and chains records for one writer."""
 
@@ -78,9 +89,8 @@ class Sealer:
         self.cache_max = cache_max
         self.sealed_max = sealed_max
         self._subjects: dict[str, str] = {}  # customer id -> pseudonym
-        # customer id -> (vector object, epoch, pseudonym, payload, payload digest, feature hash):
-        # most predictions score a stored vector, the same object until the store replaces it.
-        self._sealed: dict[str, tuple[Mapping[str, Any], int, str, bytes, str, str]] = {}
+        # Most predictions score a stored vector, the same object until the store replaces it.
+        self._sealed: dict[str, SealedVector] = {}  # customer id -> its vector as last sealed
         self.vectors_sealed = 0  # vectors encrypted afresh (records sealed minus reuses)
         # (pseudonym, epoch) -> this writer's data key. Never evicted within a period: a key made
         # twice for one (customer, period, writer) would clash with the stored one. Periods older
@@ -106,9 +116,9 @@ class Sealer:
         (each call and lookup saved here is a measurable share of the ledger's cost)."""
         epoch = p.at_us // self._epoch_us
         sealed = self._sealed.get(p.customer_id)
-        if sealed is None or sealed[0] is not p.features or sealed[1] != epoch:
+        if sealed is None or sealed.vector is not p.features or sealed.epoch != epoch:
             sealed = self._seal_vector(p.customer_id, p.features, epoch)
-        _, _, subject, payload, payload_digest, digest = sealed
+        _, _, subject, payload, sealed_digest, digest = sealed
         reasons = _dumps(p.reasons).decode()
         chain = self.chain
         seq, prev = chain.seq + 1, chain.head  # the chain moves only once the record is whole
@@ -116,7 +126,7 @@ class Sealer:
             FORMAT, p.prediction_id, chain.writer_id, seq, PREDICTION, p.at_us, p.request_id, subject,
             p.principal, p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,
             p.probability, p.decision, p.threshold, reasons, p.feature_source, digest, epoch,
-            payload_digest, None, None,
+            sealed_digest, None, None,
         ])  # fmt: skip
         record_hash = _sha256(prev.encode() + b"\n" + canonical).hexdigest()
         chain.seq, chain.head = seq, record_hash
@@ -127,21 +137,21 @@ class Sealer:
             digest, epoch, payload, None, None, prev, record_hash,
         ]  # fmt: skip
 
-    def _seal_vector(
-        self, customer_id: str, features: Mapping[str, Any], epoch: int
-    ) -> tuple[Mapping[str, Any], int, str, bytes, str, str]:
+    def _seal_vector(self, customer_id: str, features: Mapping[str, Any], epoch: int) -> SealedVector:
         """Encrypt and hash one vector under the customer's key of the period, and keep the result."""
-        subject = self._subjects.get(customer_id) or self.subject(customer_id)
+        subject = self.subject(customer_id)
         vector = _dumps(features, option=_SORTED)
-        aead, aad = self._keys.get((subject, epoch)) or self._data_key(subject, epoch)
-        nonce = next(self._nonces).to_bytes(_NONCE_BYTES, "big")
-        payload = nonce + aead.encrypt(nonce, vector, aad)
-        keyed = self._feature_hasher.copy()  # a copy skips the keyed init's extra compression
+        aead, aad = self._data_key(subject, epoch)
+        payload = envelope.seal(aead, vector, aad, next(self._nonces).to_bytes(_NONCE_BYTES, "big"))
+        # `feature_hash` from a copy of the keyed state: requests that carry their own features
+        # come here every time, and the copy skips the keyed init's extra compression.
+        keyed = self._feature_hasher.copy()
         keyed.update(vector)
         self.vectors_sealed += 1
         if len(self._sealed) >= self.sealed_max:
             self._sealed.clear()
-        sealed = (features, epoch, subject, payload, _sha256(payload).hexdigest(), keyed.hexdigest())
+        digest = _sha256(payload).hexdigest()  # `ledger.payload_digest`, never None here
+        sealed = SealedVector(features, epoch, subject, payload, digest, keyed.hexdigest())
         self._sealed[customer_id] = sealed
         return sealed
 
@@ -179,7 +189,7 @@ class Sealer:
             if known == subject:
                 self._subjects.pop(customer, None)
         for customer, sealed in list(self._sealed.items()):
-            if sealed[2] == subject:
+            if sealed.subject == subject:
                 self._sealed.pop(customer, None)
 
     def forget_epochs_before(self, epoch: int) -> None:
