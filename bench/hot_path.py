@@ -153,7 +153,7 @@ def paired_beside(
     servers: dict[str, LayerServer] = {}
     try:
         for index, layer in enumerate([base, *beside]):
-            servers[layer.name] = LayerServer.start(tmp, home, ids, layer, index)
+            servers[layer.name] = LayerServer.start(tmp, home, ids, layer, str(index))
         for server in servers.values():
             server.run(wrk, 3, "warm")  # unrecorded: caches, page cache, numba, pooled connections
         found = {layer.name: Pairs() for layer in beside}
@@ -182,21 +182,30 @@ class LayerServer:
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def start(cls, tmp: Path, home: Path, ids: list[str], layer: Layer, index: int) -> LayerServer:
+    def start(cls, tmp: Path, home: Path, ids: list[str], layer: Layer, tag: str) -> LayerServer:
+        """Start and check the layer's server; `tag` names its script and log in `tmp`."""
         body = [json.dumps({"customer_id": c}) for c in ids]
-        script = lua_script(tmp / f"layer-{index}.lua", body, layer.headers)
+        script = lua_script(tmp / f"layer-{tag}.lua", body, layer.headers)
         port = free_port()
         cmd = [str(BIN / "churnops"), "serve", "--port", str(port), "--workers", "1"]
         env = env_for(home) | layer.env
-        proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / f"layer-{index}.log")
-        if layer.env.get("CHURNOPS_AUTH") == "on":
-            check_access(f"http://127.0.0.1:{port}", layer, body[0])
+        proc = start(cmd, env, f"http://127.0.0.1:{port}/health/live", tmp / f"layer-{tag}.log")
+        try:
+            if layer.env.get("CHURNOPS_AUTH") == "on":
+                check_access(f"http://127.0.0.1:{port}", layer, body[0])
+        except BaseException:
+            stop(proc)  # not handed to a caller yet: nobody else would stop it
+            raise
         return cls(layer, proc, port, script)
+
+    @property
+    def predict_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/predict"
 
     def run(self, wrk: str, duration: int, phase: str) -> dict[str, float]:
         """One c=16 run; a layer of one-use requests (signed) gets a fresh script for each."""
         script = self.layer.script(16, phase) if self.layer.script else self.script
-        return run_wrk(wrk, f"http://127.0.0.1:{self.port}/v1/predict", script, 16, duration, warm=False)
+        return run_wrk(wrk, self.predict_url, script, 16, duration, warm=False)
 
     def note(self) -> str | None:
         """The layer's own account of what it did: cost, ledger counters or rate-limit decisions."""
@@ -221,19 +230,20 @@ def measure_layer(
     if definition is not None:  # a stopped experiment's name is never reused: one per run
         definition = definition.replace("name: bench-", f"name: bench-{round_}-{time.monotonic_ns()}-", 1)
     experiment = start_experiment(tmp, env, definition) if definition else None
-    server = LayerServer.start(tmp, home, ids, layer, 99)
     try:
-        warm = layer.script(16, "warm") if layer.script else server.script
-        main = layer.script(16, "run") if layer.script else server.script
-        stats = run_wrk(wrk, f"http://127.0.0.1:{server.port}/v1/predict", main, 16, duration, warm)
-        note = server.note()
-        if experiment is not None:  # the layer really routed by the experiment
-            url = f"http://127.0.0.1:{server.port}/v1/predict"
-            check = httpx.post(url, json={"customer_id": ids[0]}).json()
-            assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
+        server = LayerServer.start(tmp, home, ids, layer, "fresh")
+        try:
+            warm = layer.script(16, "warm") if layer.script else server.script
+            main = layer.script(16, "run") if layer.script else server.script
+            stats = run_wrk(wrk, server.predict_url, main, 16, duration, warm)
+            note = server.note()
+            if experiment is not None:  # the layer really routed by the experiment
+                check = httpx.post(server.predict_url, json={"customer_id": ids[0]}).json()
+                assert check["model"]["variant"] in {"control", "a", "b", "c", "d"}, check
+        finally:
+            stop(server.proc)
     finally:
-        stop(server.proc)
-        if experiment is not None:
+        if experiment is not None:  # also when the server never started
             stop_experiment(env, experiment)
     return stats, note
 

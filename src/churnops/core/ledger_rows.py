@@ -118,15 +118,15 @@ class Sealer:
         sealed = self._sealed.get(p.customer_id)
         if sealed is None or sealed.vector is not p.features or sealed.epoch != epoch:
             sealed = self._seal_vector(p.customer_id, p.features, epoch)
-        _, _, subject, payload, sealed_digest, digest = sealed
+        _, _, subject, payload, payload_digest, feature_hash = sealed  # unpacked: no attribute lookups
         reasons = _dumps(p.reasons).decode()
         chain = self.chain
         seq, prev = chain.seq + 1, chain.head  # the chain moves only once the record is whole
         canonical = _dumps([
             FORMAT, p.prediction_id, chain.writer_id, seq, PREDICTION, p.at_us, p.request_id, subject,
             p.principal, p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,
-            p.probability, p.decision, p.threshold, reasons, p.feature_source, digest, epoch,
-            sealed_digest, None, None,
+            p.probability, p.decision, p.threshold, reasons, p.feature_source, feature_hash, epoch,
+            payload_digest, None, None,
         ])  # fmt: skip
         record_hash = _sha256(prev.encode() + b"\n" + canonical).hexdigest()
         chain.seq, chain.head = seq, record_hash
@@ -134,7 +134,7 @@ class Sealer:
             p.prediction_id, chain.writer_id, seq, PREDICTION, p.at_us, p.request_id, subject, p.principal,
             p.model_name, p.model_version, p.variant, p.experiment, p.bucket, p.role,
             p.probability, p.decision, p.threshold, reasons, p.feature_source,
-            digest, epoch, payload, None, None, prev, record_hash,
+            feature_hash, epoch, payload, None, None, prev, record_hash,
         ]  # fmt: skip
 
     def _seal_vector(self, customer_id: str, features: Mapping[str, Any], epoch: int) -> SealedVector:

@@ -12,6 +12,7 @@ never seen, from the request's features or the documented default vector
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -348,6 +349,8 @@ class RedisFeatures:
     async def close(self) -> None:
         if self._reconnecting is not None:
             self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting  # closed with the reader, never left pending
         await self.reader.close()
         if self.offline is not None:
             self.offline.close()
