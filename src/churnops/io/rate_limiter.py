@@ -32,6 +32,7 @@ from churnops.core.auth import Rate
 from churnops.core.breaker import CircuitBreaker
 from churnops.core.gcra import Grant, header_fields, lease_size, local_share, take
 from churnops.errors import RateLimited
+from churnops.io.reconnect import BackgroundReconnect
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class SharedBuckets(Protocol):
 
     async def take(self, key: str, rate: Rate, want: int, timeout_s: float | None = None) -> Grant: ...
 
+    async def warm(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -84,6 +87,9 @@ class InProcessBuckets:
 
     async def take(self, key: str, rate: Rate, want: int, timeout_s: float | None = None) -> Grant:
         return self.take_now(key, rate, want)
+
+    async def warm(self) -> None:
+        """Nothing to connect to."""
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -134,7 +140,8 @@ class RedisBuckets:
         async with asyncio.timeout(timeout_s):
             await self.client.script_load(GCRA_LUA)
             warm = [BUCKET_PREFIX + "warm-up"]  # run the script once per connection: cold code paths too
-            await asyncio.gather(*(self.script(keys=warm, args=[1e6, 1e6, 1]) for _ in range(connections)))
+            count = min(connections, self.client.connection_pool.max_connections)
+            await asyncio.gather(*(self.script(keys=warm, args=[1e6, 1e6, 1]) for _ in range(count)))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -183,6 +190,7 @@ class RateLimiter:
         self.shares: dict[Rate, Rate] = {}
         self.decisions = {"allowed": 0, "limited": 0, "fallback_allowed": 0, "fallback_limited": 0}
         self.errors = 0
+        self.reconnect = BackgroundReconnect(shared.warm, failures, "rate limiter")
         self.renewing: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -283,6 +291,7 @@ class RateLimiter:
                     logger.warning(
                         "rate limiter store failed (%s: %s): local limits", type(err).__name__, err
                     )
+                self.reconnect.start()  # see io/reconnect.py: not inside the next call's deadline
             else:
                 self.breaker.record_success()
                 # Shadow accounting: the local bucket sees this process's share of the traffic too,
@@ -313,6 +322,7 @@ class RateLimiter:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.reconnect.close()
         await self.shared.close()
 
 

@@ -12,7 +12,6 @@ never seen, from the request's features or the documented default vector
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 
 from churnops.core.breaker import CircuitBreaker
 from churnops.io.online_store import InMemoryOnlineStore
+from churnops.io.reconnect import BackgroundReconnect
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ class RedisFeatures:
         self.forgotten: set[str] = set()  # erased customers: never cached again by this process
         self.errors = 0
         self.fallbacks = 0
-        self.reconnects = 0
-        self._reconnecting: asyncio.Task[None] | None = None
+        # A failed read reopens the pool off the request path (see io/reconnect.py).
+        self.reconnect = BackgroundReconnect(reader.warm, failures, "online store")
 
     async def get(self, customer_id: str) -> tuple[Mapping[str, Any] | None, str]:
         now = time.monotonic()
@@ -245,29 +245,7 @@ class RedisFeatures:
     def _failed(self) -> None:
         self.breaker.record_failure()
         self.errors += 1
-        self._reconnect_in_background()
-
-    def _reconnect_in_background(self) -> None:
-        """Reopen pooled connections off the request path after a failed read.
-
-        A read cut off by its deadline loses its connection (redis-py closes a connection cancelled
-        mid-reply), and so does every connection when Redis restarts. The next read would reconnect
-        (TCP, handshake: 1.5-3 ms, more on a loaded host) inside its own 5 ms deadline, miss it more
-        often, lose that connection too, and three misses in a row open the breaker for a second of
-        stale answers. One reconnect at a time, under the start-up deadline, breaks that chain; the
-        breaker still decides when reads resume.
-        """
-        if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        try:
-            await self.reader.warm()
-            self.reconnects += 1
-        except self.failures as err:  # still down: the breaker's probe tries again later
-            logger.debug("online store reconnect failed: %s", type(err).__name__)
-        except Exception:  # a one-shot task: log what nobody awaits, never lose it silently
-            logger.exception("online store reconnect failed unexpectedly")
+        self.reconnect.start()
 
     async def _read_through(self, customer_id: str, now: float) -> tuple[Mapping[str, Any] | None, str]:
         """A Redis miss (expired TTL, not yet materialized) asks the offline store, if it answers."""
@@ -326,7 +304,7 @@ class RedisFeatures:
             "stale_known": len(self.stale),
             "errors": self.errors,
             "fallbacks": self.fallbacks,
-            "reconnects": self.reconnects,
+            "reconnects": self.reconnect.count,
             "offline_errors": self.offline.errors if self.offline else 0,
             **(
                 {f"offline_pool_{k}": v for k, v in self.offline.pool_status().items()}
@@ -347,10 +325,7 @@ class RedisFeatures:
             await self.offline.warm()
 
     async def close(self) -> None:
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting  # closed with the reader, never left pending
+        await self.reconnect.close()
         await self.reader.close()
         if self.offline is not None:
             self.offline.close()
