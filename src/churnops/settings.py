@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from churnops.errors import ConfigError
 
 MIN_SECRET_BYTES = 32
+IN_PROCESS = "memory://"  # the online store, rate limiter and nonces without Redis
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+.-]+://[^:/@]*:)(?P<secret>[^@]+)(?P<at>@)", re.I)
 
 
@@ -153,7 +154,13 @@ class Settings(BaseSettings):
             return self.redis_url.get_secret_value()
         if self.redis_host:
             return f"redis://{self.redis_host}:{self.redis_port}/0"
-        return "memory://"
+        return IN_PROCESS
+
+    @property
+    def shared_redis_url(self) -> str | None:
+        """The Redis URL shared by every process, or None when each holds its own in-process copy."""
+        url = self.online_store_url
+        return None if url == IN_PROCESS else url
 
     def resolved_model_name(self, spec_name: str) -> str:
         """Registered model name: CHURNOPS_MODEL_NAME, else one model per dataset spec."""
@@ -205,7 +212,7 @@ class Settings(BaseSettings):
             if self.offline_store_url.startswith("sqlite")
             else None,
             "requires REDIS_URL or REDIS_HOST (not the in-process store)"
-            if self.online_store_url == "memory://"
+            if self.shared_redis_url is None
             else None,
             "requires MLFLOW_TRACKING_URI (not the embedded registry)"
             if self.mlflow_tracking_uri is None

@@ -79,6 +79,7 @@ def test_defaults_are_embedded_under_dot_churnops(env: pytest.MonkeyPatch, tmp_p
     assert settings.artifact_root == home / "mlartifacts"
     assert settings.offline_store_url == f"sqlite:///{home / 'features.db'}"
     assert settings.online_store_url == "memory://"
+    assert settings.shared_redis_url is None  # no doorbell, no shared buckets
     assert not home.exists()  # building settings creates nothing
 
 
@@ -139,7 +140,7 @@ def test_redis_url_and_redis_host(env: pytest.MonkeyPatch) -> None:
     set_all(env, {"REDIS_HOST": "cache", "REDIS_PORT": "6380"})
     assert Settings().online_store_url == "redis://cache:6380/0"
     env.setenv("REDIS_URL", "redis://r:1/2")
-    assert Settings().online_store_url == "redis://r:1/2"
+    assert Settings().online_store_url == Settings().shared_redis_url == "redis://r:1/2"
 
 
 def test_model_name_and_secret_env_names(env: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from churnops.io.sql_schema import change_log
 from churnops.io.sql_store import SqlStore
+from churnops.settings import IN_PROCESS
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class ChangeFeed:
         with self.store.ready().begin() as conn:
             key = conn.execute(change_log.insert().values(row)).inserted_primary_key
             change_id = int(key[0]) if key is not None else 0
-        self._ring(change_id)
+        self.ring(change_id)
         return change_id
 
     def latest_id(self) -> int:
@@ -72,7 +73,8 @@ class ChangeFeed:
                 for r in conn.execute(query)
             ]
 
-    def _ring(self, change_id: int) -> None:
+    def ring(self, change_id: int) -> None:
+        """Wake followers of an already recorded change (a no-op without Redis: they poll)."""
         if self.redis_url is None:
             return
         import redis
@@ -96,4 +98,4 @@ def open_change_feed(sql_url: str, redis_url: str | None) -> ChangeFeed:
     from churnops.io.sql_backends import PoolLimits
 
     limits = PoolLimits(pool_size=2, max_overflow=2, pool_timeout_s=2.0, statement_timeout_ms=5_000)
-    return ChangeFeed(SqlStore(sql_url, limits), None if redis_url == "memory://" else redis_url)
+    return ChangeFeed(SqlStore(sql_url, limits), None if redis_url == IN_PROCESS else redis_url)

@@ -14,6 +14,7 @@ from redis import asyncio as aredis
 
 from churnops.errors import Unavailable
 from churnops.io.rate_limiter import FAILURES, redis_pool
+from churnops.settings import IN_PROCESS
 
 NONCE_PREFIX = "churnops:nonce:"
 
@@ -70,4 +71,4 @@ class RedisNonces:
 
 
 def open_nonce_store(url: str, timeout_s: float = 0.01) -> NonceStore:
-    return InProcessNonces() if url == "memory://" else RedisNonces(url, timeout_s)
+    return InProcessNonces() if url == IN_PROCESS else RedisNonces(url, timeout_s)

@@ -46,6 +46,7 @@ from redis.retry import Retry
 
 from churnops.errors import ConfigError
 from churnops.io.offline_store import OfflineStore
+from churnops.settings import IN_PROCESS
 
 KEY_PREFIX = "churnops:fv"
 VERSIONS_KEY = "churnops:fv-versions"  # set of versions written; outside KEY_PREFIX's SCAN patterns
@@ -406,7 +407,7 @@ class AsyncRedisOnlineReader:
 
 def open_online_store(url: str, version: str, ttl_seconds: int | None = DEFAULT_TTL_SECONDS) -> OnlineStore:
     """The store a URL names: `memory://` (in-process, empty) or `redis://`/`rediss://`/`unix://`."""
-    if url == "memory://":
+    if url == IN_PROCESS:
         return InMemoryOnlineStore(version=version)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisOnlineStore(url, version, ttl_seconds)

@@ -33,6 +33,7 @@ from churnops.core.breaker import CircuitBreaker
 from churnops.core.gcra import Grant, header_fields, lease_size, local_share, take
 from churnops.errors import RateLimited
 from churnops.io.reconnect import BackgroundReconnect
+from churnops.settings import IN_PROCESS
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +329,6 @@ class RateLimiter:
 
 def open_rate_limiter(url: str, processes: int, timeout_s: float = 0.005) -> RateLimiter:
     """`memory://`: in-process buckets (exact for one process); `redis://...`: shared on Redis."""
-    if url == "memory://":
+    if url == IN_PROCESS:
         return RateLimiter(InProcessBuckets(), processes=1, failures=())
     return RateLimiter(RedisBuckets(url, timeout_s), processes=processes)

@@ -54,8 +54,8 @@ def materialize(
     Returns the store, version, entities written, TTL and timings. Does nothing
     (and says why in `message`) when the online store is in-process.
     """
-    url = settings.online_store_url
-    if url == "memory://":
+    url = settings.shared_redis_url
+    if url is None:
         logger.info("materialize: %s", MEMORY_NOTE)
         return {"store": "memory", "version": version, "entities": 0, "seconds": 0.0, "message": MEMORY_NOTE}
     ttl = (params or OnlineStoreParams()).ttl_seconds

@@ -213,15 +213,15 @@ def _feature_set_versions(privacy: Privacy) -> list[str]:
 
 def _online_store_note(privacy: Privacy) -> str:
     """Where the online copy lives, so an empty `online_features` is not read as "none held"."""
-    if privacy.settings.online_store_url == "memory://":
+    if privacy.settings.shared_redis_url is None:
         return "embedded: each server holds an in-process copy of the offline rows above"
     return "redis: the vectors in online_features, by feature-set version"
 
 
 def _online_vectors(privacy: Privacy, customer_id: str) -> dict[str, Any]:
     """Redis copies by feature-set version; embedded serving copies the offline store (shown above)."""
-    url = privacy.settings.online_store_url
-    if url == "memory://":
+    url = privacy.settings.shared_redis_url
+    if url is None:
         return {}
     from churnops.io.online_store import RedisOnlineStore
 
@@ -238,8 +238,8 @@ def _online_vectors(privacy: Privacy, customer_id: str) -> dict[str, Any]:
 
 
 def _delete_online(privacy: Privacy, customer_id: str) -> int:
-    url = privacy.settings.online_store_url
-    if url == "memory://":
+    url = privacy.settings.shared_redis_url
+    if url is None:
         return 0  # the in-process copies are dropped by each worker (change feed)
     from churnops.io.online_store import RedisOnlineStore
 
@@ -254,8 +254,7 @@ def _delete_online(privacy: Privacy, customer_id: str) -> int:
 def _ring(privacy: Privacy, change_id: int) -> None:
     from churnops.io.change_feed import ChangeFeed
 
-    url = privacy.settings.online_store_url
-    ChangeFeed(privacy.sql, None if url == "memory://" else url)._ring(change_id)
+    ChangeFeed(privacy.sql, privacy.settings.shared_redis_url).ring(change_id)
 
 
 def _prediction(privacy: Privacy, row: dict[str, Any], data_keys: DataKeys) -> dict[str, Any]:

@@ -79,8 +79,7 @@ class Lifecycle:
 
     def ring(self, change_id: int) -> None:
         """Wake every worker at once where Redis is set (they also poll the change counter)."""
-        url = self.settings.online_store_url
-        ChangeFeed(self.sql, None if url == "memory://" else url)._ring(change_id)
+        ChangeFeed(self.sql, self.settings.shared_redis_url).ring(change_id)
 
 
 @contextmanager

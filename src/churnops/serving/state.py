@@ -259,8 +259,8 @@ def latest_from_offline(settings: Settings, version: str) -> dict[str, dict[str,
 def open_features(settings: Settings, version: str) -> FeatureSource:
     """Embedded: the in-process map. Redis: cache + breaker-guarded async reader, with the offline
     store's vectors as the stale baseline (if the offline store is down too, the baseline starts empty)."""
-    url = settings.online_store_url
-    if url == "memory://":
+    url = settings.shared_redis_url
+    if url is None:
         vectors = latest_from_offline(settings, version)
         logger.info("online store (in-process): %d customers of feature set %s", len(vectors), version)
         return EmbeddedFeatures(InMemoryOnlineStore(vectors))
